@@ -1,0 +1,63 @@
+"""The ``facefix`` command: wires the sub-commands and handles errors in one place."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from ..errors import FacefixError
+from .common import err, setup_logging
+
+app = typer.Typer(
+    name="facefix",
+    help="Restore the faces in your photos with a restorer that knows each person.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"facefix {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more detail.")] = False,
+) -> None:
+    setup_logging(verbose)
+
+
+def _register() -> None:
+    """Import the command modules; each adds its commands to ``app``."""
+    from . import commands  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    _register()
+    try:
+        # Typer/click handle usage errors (exit 2), --help and Ctrl-C themselves.
+        app(args=argv, prog_name="facefix")
+    except FacefixError as exc:
+        if os.environ.get("FACEFIX_DEBUG"):
+            raise
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        return exc.exit_code
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

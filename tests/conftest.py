@@ -1,0 +1,31 @@
+"""Shared fixtures: real photos located in installed packages, an isolated home."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from facefix import samples
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own FACEFIX_HOME and never touches the network."""
+    home = tmp_path_factory.mktemp("facefix_home")
+    monkeypatch.setenv("FACEFIX_HOME", str(home))
+    monkeypatch.setenv("FACEFIX_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return home
+
+
+@pytest.fixture(scope="session")
+def group_photo() -> Path:
+    """insightface's t1.jpg: a real group photo with six faces."""
+    return samples.insightface_image("t1.jpg")
+
+
+@pytest.fixture(scope="session")
+def portrait_photo() -> Path:
+    """scikit-image's astronaut: a real portrait with one face."""
+    return samples.skimage_image("astronaut.png")
