@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.console import Console
 
 #: Data (JSON, tables meant to be piped) goes to stdout ...
 out = Console(soft_wrap=True)
 #: ... progress, logs and errors go to stderr.
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 PersonOpt = Annotated[
@@ -39,3 +40,20 @@ def setup_logging(verbose: bool = False) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
+BackendOpt = Annotated[
+    str, typer.Option("--backend", help="Face backend: auto (insightface if its models are on disk, else dlib), insightface, dlib.")
+]
+
+
+def debug_enabled() -> bool:
+    """``FACEFIX_DEBUG=1``: show tracebacks instead of one-line errors."""
+    import os
+
+    return os.environ.get("FACEFIX_DEBUG", "").strip() not in {"", "0", "false", "no"}
+
+
+def report_error(exc: Exception) -> None:
+    """Print one red line for a failure a batch goes on past (re-raise when debugging)."""
+    if debug_enabled():
+        raise exc
+    err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)

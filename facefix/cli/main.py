@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from .. import __version__
 from ..errors import FacefixError
-from .common import err, setup_logging
+from .common import debug_enabled, err, setup_logging
 
 app = typer.Typer(
     name="facefix",
@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         # Typer/click handle usage errors (exit 2), --help and Ctrl-C themselves.
         app(args=argv, prog_name="facefix")
     except FacefixError as exc:
-        if os.environ.get("FACEFIX_DEBUG"):
+        if debug_enabled():
             raise
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         return exc.exit_code
     except SystemExit as exc:
         code = exc.code

@@ -28,6 +28,8 @@ class FaceAnalyzer(Protocol):
     name: str
     #: Cosine similarity at or above which two embeddings are the same person.
     same_person_similarity: float
+    #: Below this similarity to the others, an enrolment photo is someone else.
+    outlier_similarity: float
 
     def detect(self, image: np.ndarray, *, embed: bool = True) -> list[Face]:
         """Find faces in an RGB uint8 HxWx3 image, largest first.

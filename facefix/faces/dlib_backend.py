@@ -66,6 +66,9 @@ class DlibAnalyzer:
     # A person's model applied to a stranger pulls the face towards the wrong
     # identity, so matching is kept conservative: Euclidean 0.4 on unit vectors.
     same_person_similarity = 0.92
+    # Enrolment trusts the folder to be one person and only throws out clear
+    # strangers (Tom Hanks vs scikit-image's astronaut: 0.865).
+    outlier_similarity = 0.88
 
     def __init__(self, detector, predictor, recognizer, *, upsample: int = 1, threshold: float = 0.25):
         # threshold: dlib's HOG score. Real faces in the sample photos score

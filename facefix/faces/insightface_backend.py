@@ -72,6 +72,7 @@ class InsightFaceAnalyzer:
     name = "insightface"
     # ArcFace cosine similarity; ~0.4 is the usual verification line.
     same_person_similarity = 0.45
+    outlier_similarity = 0.30
 
     def __init__(self, app):
         self.app = app

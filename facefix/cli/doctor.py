@@ -1,0 +1,44 @@
+"""``facefix doctor``: what this machine can do, and what is missing."""
+
+from __future__ import annotations
+
+import json
+
+from rich.table import Table
+
+from ..doctor import collect
+from .common import JsonOpt, out
+from .main import app
+
+
+def _yes(value: bool) -> str:
+    return "[green]yes[/green]" if value else "[yellow]no[/yellow]"
+
+
+@app.command("doctor")
+def doctor_command(*, json_out: JsonOpt = False) -> None:
+    """Show torch and its device, CUDA/xformers, face backends, directories and weights."""
+    info = collect()
+    if json_out:
+        out.print_json(json.dumps(info))
+        return
+    table = Table("check", "value", show_header=False)
+    table.add_row("facefix", info["facefix"])
+    table.add_row("python", f"{info['python']} ({info['platform']})")
+    table.add_row("torch", f"{info['torch']} — device [bold]{info['device']}[/bold], {info['cpu_threads']} CPU threads")
+    cuda = ", ".join(info["cuda_devices"]) if info["cuda_devices"] else "no CUDA device"
+    table.add_row("CUDA", f"{_yes(info['cuda_available'])} {cuda}")
+    xf = info["xformers"]
+    table.add_row("xformers", _yes(xf.get("installed", False) and "error" not in xf) + " " + (xf.get("version") or xf.get("note") or xf.get("error", "")))
+    for backend in info["face_backends"]:
+        chosen = " (auto uses this)" if backend["backend"] == info["face_backend_auto"] else ""
+        detail = f"models: {backend['models']}" + (f" — fix: {backend['fix']}" if backend["fix"] else "")
+        table.add_row(f"faces: {backend['backend']}{chosen}", f"{_yes(backend['usable'])} {detail}")
+    table.add_row("data directory", info["data_dir"])
+    table.add_row("cache directory", info["cache_dir"])
+    table.add_row("offline", _yes(info["offline"]))
+    for weights in info["diffusion_weights"]:
+        table.add_row(f"diffusion: {weights.get('name', '?')}", f"{_yes(weights.get('present', False))} {weights.get('detail', '')}")
+    if not info["diffusion_weights"]:
+        table.add_row("diffusion weights", "[yellow]none found[/yellow] — the fast restorer is used")
+    out.print(table, highlight=False)

@@ -1,0 +1,165 @@
+"""``facefix models``: list, pull, locate and verify the diffusion model sets."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .common import JsonOpt, err, out
+
+models_app = typer.Typer(
+    help="List, download, locate and check the diffusion model sets.",
+    no_args_is_help=True,
+)
+
+SetArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="A registered model set (see `facefix models list`) or a local model-set directory; "
+        "default: FACEFIX_MODEL_SET or sd15-tile.",
+        show_default=False,
+    ),
+]
+BaseOpt = Annotated[
+    str | None, typer.Option("--base", help="Base model instead of the set's: a hub id or a local directory.")
+]
+GuideOpt = Annotated[
+    str | None, typer.Option("--guide", help="Guide (ControlNet) instead of the set's: a hub id or a local directory.")
+]
+
+
+def _resolve(name, base, guide):
+    from ..models import resolve_model_set
+
+    return resolve_model_set(name, base=base, guide=guide)
+
+
+@models_app.command("list")
+def list_sets(json_: JsonOpt = False) -> None:
+    """List the registered model sets and whether their weights are here."""
+    from ..models import DEFAULT_MODEL_SET, REGISTRY, is_available, resolve_model_set
+
+    sets = list(REGISTRY.values())
+    try:
+        chosen = resolve_model_set(None)
+        if chosen.name not in REGISTRY:
+            sets.append(chosen)
+    except Exception:  # a bad FACEFIX_MODEL_SET must not hide the list
+        chosen = None
+    rows = [
+        {
+            "name": s.name,
+            "default": chosen is not None and s.name == chosen.name,
+            "base": s.base,
+            "guide": s.guide,
+            "condition": s.condition,
+            "download_mb": s.download_mb,
+            "license": s.license,
+            "available": is_available(s),
+            "description": s.description,
+        }
+        for s in sets
+    ]
+    if json_:
+        out.print_json(data=rows)
+        return
+    table = Table("name", "base", "guide", "download", "here", "licence", title=f"model sets (default {DEFAULT_MODEL_SET})")
+    for row in rows:
+        table.add_row(
+            escape(row["name"]) + (" *" if row["default"] else ""),
+            escape(row["base"]),
+            escape(row["guide"]),
+            f"{row['download_mb'] / 1000:.1f} GB" if row["download_mb"] else "-",
+            "yes" if row["available"] else "no",
+            escape(row["license"] or "-"),
+        )
+    out.print(table)
+
+
+@models_app.command("pull")
+def pull_set(
+    name: SetArg = None,
+    *,
+    base: BaseOpt = None,
+    guide: GuideOpt = None,
+    token: Annotated[str | None, typer.Option("--token", help="Hub token for gated repositories.")] = None,
+) -> None:
+    """Download a model set into the Hugging Face cache (with progress) and check its hashes."""
+    from ..models import pull, verify
+
+    model_set = _resolve(name, base, guide)
+    err.print(f"pulling model set [bold]{escape(model_set.name)}[/bold] ({model_set.license or 'see its model card'})")
+    paths = pull(model_set, token=token)
+    report = verify(model_set)
+    bad = [c for c in report.checks if not c.ok]
+    if bad or report.problems:
+        for check in bad:
+            err.print(f"[red]hash mismatch:[/red] {escape(check.path)}")
+        raise typer.Exit(1)
+    out.print(str(paths.base_dir))
+    out.print(str(paths.guide_dir))
+
+
+@models_app.command("path")
+def path_set(name: SetArg = None, *, base: BaseOpt = None, guide: GuideOpt = None, json_: JsonOpt = False) -> None:
+    """Print where a model set's base and guide are (no network)."""
+    from ..models import locate
+
+    paths = locate(_resolve(name, base, guide))
+    if json_:
+        out.print_json(
+            data={
+                "model_set": paths.model_set.name,
+                "base": str(paths.base_dir),
+                "guide": str(paths.guide_dir),
+                "base_revision": paths.base_revision,
+                "guide_revision": paths.guide_revision,
+            }
+        )
+        return
+    out.print(str(paths.base_dir), highlight=False)
+    out.print(str(paths.guide_dir), highlight=False)
+
+
+@models_app.command("verify")
+def verify_set(
+    name: SetArg = None,
+    *,
+    base: BaseOpt = None,
+    guide: GuideOpt = None,
+    offline_: Annotated[
+        bool, typer.Option("--offline", help="Check against the recorded manifest and cache, not the hub.")
+    ] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Check a model set's files and their hashes (the hub's, or the manifest recorded at pull)."""
+    from ..errors import ModelError
+    from ..models import verify
+
+    model_set = _resolve(name, base, guide)
+    report = verify(model_set, online=False if offline_ else None)
+    if json_:
+        out.print_json(
+            data={
+                "model_set": report.model_set,
+                "ok": report.ok,
+                "problems": list(report.problems),
+                "files": [c.__dict__ for c in report.checks],
+            }
+        )
+    else:
+        for check in report.checks:
+            mark = "[green]ok[/green]" if check.ok else "[red]BAD[/red]"
+            detail = "" if check.ok else f" (expected {escape(check.expected)}, found {escape(check.actual)})"
+            out.print(f"{mark} {escape(check.path)} [dim]{check.source}[/dim]{detail}")
+    if report.problems:
+        raise ModelError(report.problems[0])
+    if not report.ok:
+        bad = sum(not c.ok for c in report.checks)
+        raise ModelError(
+            f"model set {model_set.name!r}: {bad} file(s) do not match their hashes; "
+            f"fetch them again with `{model_set.pull_command}`"
+        )

@@ -1,0 +1,31 @@
+"""Read and write photos so that nothing is lost.
+
+Reading applies the EXIF orientation, keeps grayscale, alpha and 16-bit depth,
+converts CMYK to RGB, and keeps the metadata (EXIF, ICC, XMP, DPI, JPEG
+quality) aside in a :class:`PhotoMeta`. Writing makes a *new* file that carries
+that metadata, atomically (temp file, fsync, rename), and never replaces the
+photo it was read from.
+
+    photo = read_photo(Path("IMG_0001.jpg"))
+    restored = photo.with_rgb(restore(photo.rgb_float()))
+    write_photo(restored, Path("out/IMG_0001.jpg"))
+"""
+
+from __future__ import annotations
+
+from .atomic import atomic_output, atomic_write_bytes
+from .model import SUPPORTED_SUFFIXES, Photo, PhotoMeta, is_photo_path
+from .read import DEFAULT_MAX_PIXELS, read_photo
+from .write import write_photo
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "SUPPORTED_SUFFIXES",
+    "Photo",
+    "PhotoMeta",
+    "atomic_output",
+    "atomic_write_bytes",
+    "is_photo_path",
+    "read_photo",
+    "write_photo",
+]
