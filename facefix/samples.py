@@ -35,3 +35,43 @@ def skimage_image(name: str = "astronaut.png") -> Path:
     if not path.is_file():
         raise FacefixError(f"{path} is missing from the installed scikit-image package")
     return path
+
+
+def make_variants(source: Path, folder: Path, count: int = 6, *, seed: int = 0) -> list[Path]:
+    """Write ``count`` re-framed, re-lit copies of one photo, as a demo reference set.
+
+    They stand in for "several photos of one person" where only one photo of
+    that person is at hand (the quickstart, tests): each copy is cropped,
+    rotated, scaled, mirrored and re-exposed differently, then saved as JPEG.
+    They are *not* independent photos, and results measured on them say so.
+
+    Args:
+        source: the photo to vary.
+        folder: where the JPEGs go (created).
+        count: how many copies.
+        seed: for reproducible variants.
+    """
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    with Image.open(source) as im:
+        rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    h, w = rgb.shape[:2]
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i in range(count):
+        angle = rng.uniform(-8, 8)
+        scale = rng.uniform(0.9, 1.1)
+        matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+        matrix[:, 2] += rng.uniform(-0.05, 0.05, 2) * (w, h)
+        img = cv2.warpAffine(rgb, matrix, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
+        if rng.random() < 0.5:
+            img = img[:, ::-1]
+        gain = rng.uniform(0.85, 1.15, 3).astype(np.float32) * rng.uniform(0.85, 1.15)
+        img = np.clip(img * gain, 0, 1) ** rng.uniform(0.85, 1.15)
+        path = folder / f"{source.stem}_{i:02d}.jpg"
+        Image.fromarray((img * 255 + 0.5).astype(np.uint8)).save(path, quality=int(rng.integers(88, 97)))
+        written.append(path)
+    return written
