@@ -537,6 +537,15 @@ def test_truncated_jpeg_is_reported_not_padded(tmp_path, group_photo):
         read_photo(bad)
 
 
+@pytest.mark.parametrize("keep", [4, 20, 200])
+def test_jpeg_cut_inside_its_header_is_reported(tmp_path, group_photo, keep):
+    bad = tmp_path / "header.jpg"
+    bad.write_bytes(Path(group_photo).read_bytes()[:keep])
+
+    with pytest.raises(PhotoError, match=r"header\.jpg: .*re-copy|header\.jpg: not a photo"):
+        read_photo(bad)
+
+
 def test_truncated_png_is_reported(tmp_path, portrait_photo):
     data = Path(portrait_photo).read_bytes()
     bad = tmp_path / "photo.png"

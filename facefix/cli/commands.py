@@ -7,3 +7,5 @@ app.add_typer(profiles_app, name="profiles")
 from .models import models_app  # noqa: E402
 
 app.add_typer(models_app, name="models")
+from . import restore  # noqa: F401,E402
+from . import enroll  # noqa: F401,E402

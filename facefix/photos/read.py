@@ -105,6 +105,10 @@ def _decode(path: Path, data: bytes, limit: int) -> tuple[Image.Image, str | Non
                     f"{path}: not a photo facefix can read (the contents are not JPEG, PNG, "
                     "TIFF, WebP, BMP or GIF); check the file or convert it to one of those"
                 ) from None
+            except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+                # The header itself is cut short or broken.
+                raise PhotoError(f"{path}: the file is truncated or damaged ({exc}); "
+                                 "re-copy it from the original source") from None
             width, height = im.size
             if width * height > limit:
                 raise PhotoError(

@@ -1,0 +1,371 @@
+"""Train the fast restorer on a person's (or everyone's) aligned reference faces.
+
+Training pairs are made on the fly: a reference is augmented (flip, small
+shift/zoom/rotation, colour jitter, sometimes gray), a window is cut at full
+512-template pixel scale, and its degraded copy comes from
+:mod:`facefix.degrade`. The loss is L1 + a small FFT term + a small
+image-gradient term (both push against the soft, averaged look that plain
+L1/L2 gives). Training stops at a time budget (or a step cap), keeps a
+checkpoint that a later call can ``resume`` from, and treats Ctrl-C as "stop
+now, keep what you have".
+
+A generic model is trained from scratch (``init=None``) on every enrolled
+reference; a person's model starts from the generic weights (``init=``) with a
+lower learning rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..degrade import Augmentation, DegradationRecipe, apply_degradation, augment, get_recipe, random_crop, sample_degradation
+from ..errors import ModelError, UsageError
+from ..restorers.fast import FORMAT, FORMAT_VERSION, FastConfig, FastNet, FastRestorer, resolve_precision
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "fast_train.ckpt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the fast restorer trains. Defaults are what enroll uses.
+
+    Args:
+        patch: Side of the training windows, cut at the 512 template's pixel scale.
+        batch: Windows per step.
+        lr_scratch: Peak learning rate when training from scratch (the generic model).
+        lr_finetune: Peak learning rate when starting from ``init`` (a person's model).
+        warmup_steps: Linear warm-up steps.
+        min_lr_frac: The cosine schedule (over the budget) ends at this fraction of the peak.
+        weight_decay: AdamW weight decay.
+        fft_weight: Weight of the L1 loss on the 2-D FFT (real and imaginary parts).
+        grad_weight: Weight of the L1 loss on horizontal/vertical image gradients.
+        recipe: Degradation recipe or its name (see :data:`facefix.degrade.RECIPES`).
+        augmentation: Random changes to the clean faces.
+        checkpoint_every_s: Seconds between checkpoints.
+        precision: "auto" (bf16 autocast where the CPU/GPU has it), "fp32" or "bf16".
+        clip_grad: Gradient-norm clip.
+    """
+
+    patch: int = 256
+    batch: int = 8
+    lr_scratch: float = 1e-3
+    lr_finetune: float = 2e-4
+    warmup_steps: int = 50
+    min_lr_frac: float = 0.05
+    weight_decay: float = 0.0
+    fft_weight: float = 0.05
+    grad_weight: float = 0.5
+    recipe: str | DegradationRecipe = "default"
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    checkpoint_every_s: float = 45.0
+    precision: str = "auto"
+    clip_grad: float = 1.0
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What ``on_step`` receives after every optimisation step.
+
+    Args:
+        step: Steps done so far (counting resumed ones).
+        total_steps: Best estimate of the steps the budget allows.
+        loss: This step's loss.
+        smoothed_loss: Exponential moving average of the loss.
+        elapsed_s: Training seconds so far (counting resumed time).
+        eta_s: Estimated seconds left.
+        lr: Learning rate used for this step.
+    """
+
+    step: int
+    total_steps: int
+    loss: float
+    smoothed_loss: float
+    elapsed_s: float
+    eta_s: float
+    lr: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of :func:`train_fast`.
+
+    Args:
+        tensors: The trained weights (CPU tensors), for :meth:`FastRestorer.load`.
+        settings: Settings to keep beside the weights (model config + how it was trained).
+        steps: Steps done in total (counting resumed ones).
+        interrupted: True when Ctrl-C stopped training early.
+        loss_history: Loss of every step, in order (counting resumed ones).
+    """
+
+    tensors: dict[str, torch.Tensor]
+    settings: dict[str, Any]
+    steps: int
+    interrupted: bool
+    loss_history: list[float]
+
+    def restorer(self, **kwargs: Any) -> FastRestorer:
+        """The trained weights as a ready :class:`FastRestorer`."""
+        return FastRestorer.load(self.tensors, self.settings, **kwargs)
+
+
+class PairSampler:
+    """Makes (clean, degraded) training windows from uint8 aligned faces, deterministically."""
+
+    def __init__(self, targets: np.ndarray, config: TrainConfig, rng: np.random.Generator) -> None:
+        self.targets = targets
+        self.config = config
+        self.recipe = get_recipe(config.recipe) if isinstance(config.recipe, str) else config.recipe
+        self.rng = rng
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg, rng = self.config, self.rng
+        clean, bad = [], []
+        for _ in range(cfg.batch):
+            img = self.targets[int(rng.integers(len(self.targets)))].astype(np.float32) / 255.0
+            img = augment(img, rng, cfg.augmentation)
+            img = random_crop(img, cfg.patch, rng)
+            deg = sample_degradation(self.recipe, rng)
+            clean.append(img)
+            bad.append(apply_degradation(img, deg, rng, kernel_size=self.recipe.kernel_size))
+        to_t = lambda a: torch.from_numpy(np.stack(a)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
+        return to_t(clean), to_t(bad)
+
+
+def restoration_loss(pred: torch.Tensor, target: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """L1 + ``fft_weight`` · L1(FFT) + ``grad_weight`` · L1(image gradients), in fp32."""
+    pred, target = pred.float(), target.float()
+    loss = F.l1_loss(pred, target)
+    if config.fft_weight > 0:
+        fp = torch.fft.rfft2(pred, norm="ortho")
+        ft = torch.fft.rfft2(target, norm="ortho")
+        loss = loss + config.fft_weight * F.l1_loss(torch.view_as_real(fp), torch.view_as_real(ft))
+    if config.grad_weight > 0:
+        dxp, dxt = pred[..., :, 1:] - pred[..., :, :-1], target[..., :, 1:] - target[..., :, :-1]
+        dyp, dyt = pred[..., 1:, :] - pred[..., :-1, :], target[..., 1:, :] - target[..., :-1, :]
+        loss = loss + config.grad_weight * (F.l1_loss(dxp, dxt) + F.l1_loss(dyp, dyt))
+    return loss
+
+
+def _lr_at(progress: float, step: int, peak: float, config: TrainConfig) -> float:
+    warm = min(1.0, (step + 1) / max(1, config.warmup_steps))
+    cos = config.min_lr_frac + (1 - config.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return peak * warm * cos
+
+
+def _check_targets(targets: np.ndarray, config: TrainConfig, net: FastNet) -> None:
+    if not isinstance(targets, np.ndarray) or targets.ndim != 4 or targets.shape[-1] != 3:
+        shape = getattr(targets, "shape", type(targets).__name__)
+        raise UsageError(f"training faces must be a uint8 array (N, H, W, 3), got {shape}")
+    if targets.dtype != np.uint8:
+        raise UsageError(f"training faces must be uint8, got {targets.dtype}; pass (crops * 255).round().astype(np.uint8)")
+    if len(targets) == 0:
+        raise UsageError("no training faces were given; enroll at least one reference photo")
+    if config.patch > min(targets.shape[1:3]) or config.patch % net.multiple:
+        raise UsageError(
+            f"training patch {config.patch} must be a multiple of {net.multiple} and fit the "
+            f"{targets.shape[2]}x{targets.shape[1]} faces; change TrainConfig.patch"
+        )
+
+
+def _save_checkpoint(path: Path, net: FastNet, opt: torch.optim.Optimizer, step: int,
+                     elapsed: float, rng: np.random.Generator, history: list[float]) -> None:
+    # Atomic: write beside, then rename, so a crash never leaves half a file.
+    state = {
+        "model": net.state_dict(),
+        "optimizer": opt.state_dict(),
+        "step": step,
+        "elapsed": elapsed,
+        "rng": rng.bit_generator.state,
+        "history": torch.tensor(history, dtype=torch.float64),
+        "config": net.config.to_dict(),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises a zoo of types for a bad file
+        raise ModelError(f"training checkpoint {path} is unreadable ({exc}); delete it and train without --resume") from exc
+
+
+def train_fast(
+    targets: np.ndarray,
+    *,
+    init: dict[str, torch.Tensor] | None = None,
+    budget_s: float = 600.0,
+    max_steps: int | None = None,
+    seed: int = 0,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    on_step: Callable[[StepInfo], None] | None = None,
+    config: TrainConfig | None = None,
+    model_config: FastConfig | None = None,
+    device: str = "cpu",
+) -> TrainResult:
+    """Train (or fine-tune) a fast restorer within a time budget.
+
+    Args:
+        targets: uint8 (N, 512, 512, 3) aligned clean faces.
+        init: Start weights (e.g. the generic model's tensors); ``None`` trains from scratch.
+        budget_s: Seconds of training, counting time already spent in a resumed run.
+        max_steps: Stop after this many steps in total (``None`` = only the budget limits).
+        seed: Seeds the network init and every random draw of the data.
+        checkpoint_dir: Where to keep ``fast_train.ckpt`` (every ``checkpoint_every_s``);
+            ``None`` keeps no checkpoint.
+        resume: Continue from the checkpoint in ``checkpoint_dir`` when there is one.
+        on_step: Called after every step with a :class:`StepInfo` (drive a progress bar here).
+        config: Training settings; ``TrainConfig()`` by default.
+        model_config: Network shape for a fresh model (and to read ``init``); ``FastConfig()`` by default.
+        device: Torch device to train on.
+
+    Returns:
+        A :class:`TrainResult`; ``interrupted`` is True when Ctrl-C stopped it.
+    """
+    config = config or TrainConfig()
+    model_config = model_config or FastConfig()
+    dev = torch.device(device)
+    with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG
+        torch.manual_seed(seed)
+        net = FastNet(model_config)
+    if init is not None:
+        try:
+            net.load_state_dict(init, strict=True)
+        except RuntimeError as exc:
+            raise ModelError(f"start weights do not fit the model shape {model_config} ({exc}); "
+                             "pass the FastConfig the start weights were made with") from exc
+    _check_targets(targets, config, net)
+    net.to(dev).train()
+    peak_lr = config.lr_scratch if init is None else config.lr_finetune
+    opt = torch.optim.AdamW(net.parameters(), lr=peak_lr, betas=(0.9, 0.99), weight_decay=config.weight_decay)
+    rng = np.random.default_rng(seed)
+    step, elapsed_before, history = 0, 0.0, []
+
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    if ckpt_path is not None:
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        if resume and ckpt_path.is_file():
+            state = _load_checkpoint(ckpt_path)
+            if state.get("config") != model_config.to_dict():
+                raise ModelError(f"checkpoint {ckpt_path} is for another model shape; delete it or train without --resume")
+            net.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            rng.bit_generator.state = state["rng"]
+            step, elapsed_before = int(state["step"]), float(state["elapsed"])
+            history = state["history"].tolist()
+            logger.info("resuming fast-restorer training at step %d (%.0f s done)", step, elapsed_before)
+        elif resume:
+            logger.info("no checkpoint in %s; starting fresh", checkpoint_dir)
+
+    amp_dtype = resolve_precision(config.precision, dev)
+    sampler = PairSampler(targets, config, rng)
+    consistent = True  # False only while the optimiser is changing the weights
+    smoothed = history[-1] if history else None
+    interrupted = False
+    t0 = time.monotonic()
+    last_ckpt = t0
+    steps_this_run = 0
+
+    def elapsed() -> float:
+        return elapsed_before + time.monotonic() - t0
+
+    def done() -> bool:
+        return elapsed() >= budget_s or (max_steps is not None and step >= max_steps)
+
+    try:
+        while not done():
+            clean, bad = sampler.batch()
+            clean, bad = clean.to(dev), bad.to(dev)
+            progress = elapsed() / budget_s if budget_s > 0 else 1.0
+            if max_steps:
+                progress = max(progress, step / max_steps)
+            lr = _lr_at(progress, step, peak_lr, config)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
+                pred = net(bad)
+            loss = restoration_loss(pred, clean, config)
+            if not torch.isfinite(loss):
+                logger.warning("non-finite loss at step %d; skipping the step", step)
+                opt.zero_grad(set_to_none=True)
+                continue
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), config.clip_grad)
+            consistent = False  # an interrupt inside opt.step() falls back to the checkpoint
+            opt.step()
+            consistent = True
+            step += 1
+            steps_this_run += 1
+            value = float(loss.detach())
+            history.append(value)
+            smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
+            if ckpt_path is not None and time.monotonic() - last_ckpt >= config.checkpoint_every_s:
+                _save_checkpoint(ckpt_path, net, opt, step, elapsed(), rng, history)
+                last_ckpt = time.monotonic()
+            if on_step is not None:
+                spent = time.monotonic() - t0
+                rate = steps_this_run / spent if spent > 0 else 0.0
+                left_s = max(0.0, budget_s - elapsed())
+                total = step + int(left_s * rate)
+                if max_steps is not None:
+                    total = min(total, max_steps)
+                eta = (total - step) / rate if rate > 0 else left_s
+                on_step(StepInfo(step, total, value, smoothed, elapsed(), eta, lr))
+    except KeyboardInterrupt:
+        interrupted = True
+        logger.warning("training interrupted at step %d; keeping the last good weights", step)
+        if not consistent and ckpt_path is not None and ckpt_path.is_file():
+            # Stopped inside the optimiser step: the checkpoint is the last good state.
+            state = _load_checkpoint(ckpt_path)
+            net.load_state_dict(state["model"])
+            step, history = int(state["step"]), state["history"].tolist()
+        elif ckpt_path is not None:
+            _save_checkpoint(ckpt_path, net, opt, step, elapsed(), rng, history)
+    else:
+        if ckpt_path is not None:
+            _save_checkpoint(ckpt_path, net, opt, step, elapsed(), rng, history)
+
+    net.eval()
+    tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in net.state_dict().items()}
+    settings = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "config": model_config.to_dict(),
+        "training": {
+            "steps": step,
+            "seconds": round(elapsed(), 1),
+            "faces": int(len(targets)),
+            "seed": seed,
+            "from": "init" if init is not None else "scratch",
+            "interrupted": interrupted,
+            "train_config": _jsonable(asdict(config)),
+        },
+    }
+    logger.info("fast restorer trained: %d steps in %.0f s, final loss %.4f", step, elapsed(), smoothed or float("nan"))
+    return TrainResult(tensors, settings, step, interrupted, history)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+__all__ = ["TrainConfig", "StepInfo", "TrainResult", "train_fast", "restoration_loss", "PairSampler"]

@@ -1,0 +1,184 @@
+"""Enroll a person and restore their photos through the real CLI, offline, on CPU."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facefix import samples
+from facefix.degrade import degrade_fixed
+from facefix.photos import read_photo
+from facefix.profiles import GenericStore, ProfileStore
+from facefix.restorers.fast import TINY_CONFIG
+from facefix.training import train_person
+from facefix.tuning.fast_train import TrainConfig
+
+pytestmark = pytest.mark.slow
+
+
+def facefix(*args: str, home: Path, check: bool = False) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FACEFIX_HOME": str(home), "FACEFIX_OFFLINE": "1", "COLUMNS": "250"}
+    result = subprocess.run([sys.executable, "-m", "facefix", *map(str, args)],
+                            capture_output=True, text=True, env=env)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, portrait_photo):
+    """A home with 'astro' enrolled from a folder that also holds bad references."""
+    root = tmp_path_factory.mktemp("world")
+    refs = root / "refs"
+    samples.make_variants(portrait_photo, refs, count=5, seed=3)
+    shutil.copy(samples.insightface_image("Tom_Hanks_54745.png"), refs / "someone_else.png")
+    shutil.copy(samples.skimage_image("coffee.png"), refs / "no_face.png")
+    with Image.open(portrait_photo) as im:
+        im.convert("RGB").resize((280, 280)).save(refs / "tiny.jpg")
+    home = root / "home"
+    enroll = facefix("enroll", "astro", refs, "--min-face", "30", "--no-train", home=home)
+    # Train for real, but a tiny network for seconds, so the restore tests
+    # see a restorer that has learned something.
+    os.environ["FACEFIX_HOME"] = str(home)
+    try:
+        trained = train_person("astro", store=ProfileStore(), generic=GenericStore(), budget_s=300,
+                               max_steps=40, model_config=TINY_CONFIG,
+                               train_config=TrainConfig(patch=128, batch=4, warmup_steps=2))
+    finally:
+        del os.environ["FACEFIX_HOME"]
+    # An old photo of the same person, with EXIF, and a gray scan of it.
+    photo = read_photo(portrait_photo)
+    old = degrade_fixed(photo.rgb_float(), 2, 2, 8, 50, seed=0)
+    old8 = (old * 255 + 0.5).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0132] = "1987:06:05 10:00:00"  # DateTime
+    exif[0x010F] = "Grandpa's camera"  # Make
+    Image.fromarray(old8).save(root / "old.jpg", quality=85, exif=exif)
+    Image.fromarray(old8).convert("L").save(root / "old_gray.jpg", quality=85)
+    return {"root": root, "home": home, "refs": refs, "enroll": enroll, "trained": trained}
+
+
+def test_enroll_rejects_each_bad_reference_with_its_reason(world):
+    result = world["enroll"]
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "someone_else.png" in text and "a different person" in text
+    assert "no_face.png" in text and "no face found" in text
+    assert "tiny.jpg" in text and "too small" in text
+    listing = json.loads(facefix("profiles", "list", "--json", home=world["home"], check=True).stdout)
+    (astro,) = listing
+    assert astro["name"] == "astro" and astro["references"] == 5
+    assert "astro: 5 reference(s) added" in result.stderr
+
+
+def test_training_makes_generic_then_person_model_and_loss_falls(world):
+    generic, person = world["trained"]
+    assert (generic.stage, person.stage) == ("generic", "astro")
+    assert generic.steps == 40 and person.steps == 40
+    assert generic.last_loss < generic.first_loss
+    listing = json.loads(facefix("profiles", "list", "--json", home=world["home"], check=True).stdout)
+    assert "fast" in listing[0]["artifacts"]
+
+
+def test_restore_person_writes_a_new_photo_and_keeps_the_original(world):
+    old = world["root"] / "old.jpg"
+    before = sha(old)
+    out = world["root"] / "out"
+    result = facefix("restore", old, "--person", "astro", "--output", out, "--json", home=world["home"])
+    assert result.returncode == 0, result.stderr
+    (record,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert record["person"] == "astro" and record["restorer"] == "fast/astro"
+    assert sha(old) == before, "the original is untouched"
+    written = out / "old_restored.jpg"
+    with Image.open(written) as im:
+        exif = im.getexif()
+        assert im.size == (512, 512)
+        assert exif[0x0132] == "1987:06:05 10:00:00" and exif[0x010F] == "Grandpa's camera"
+    # the same as lossless PNG: the face changed, nothing far from it did
+    result = facefix("restore", old, "--person", "astro", "--output", out, "--ext", "png", home=world["home"])
+    assert result.returncode == 0, result.stderr
+    src, dst = read_photo(old).rgb_float(), read_photo(out / "old_restored.png").rgb_float()
+    x0, y0, x1, y1 = (int(v) for v in record["box"])
+    assert np.abs(dst[y0:y1, x0:x1] - src[y0:y1, x0:x1]).max() > 0
+    assert np.array_equal(dst[-100:], src[-100:]) and np.array_equal(dst[:, :60], src[:, :60])
+
+
+def test_restore_auto_matches_the_enrolled_person_and_strength_zero_keeps_the_photo(world):
+    old = world["root"] / "old.jpg"
+    out = world["root"] / "out_auto"
+    result = facefix("restore", old, "-o", out, "--strength", "0", "--ext", "png", "--json", home=world["home"])
+    assert result.returncode == 0, result.stderr
+    (record,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert record["person"] == "astro" and record["match"] == "matched"
+    src, dst = read_photo(old).rgb_float(), read_photo(out / "old_restored.png").rgb_float()
+    assert np.abs(src - dst).max() <= 1 / 255, "strength 0 gives back the photo"
+
+
+def test_stranger_gets_the_generic_restorer(world, tmp_path):
+    stranger = tmp_path / "stranger.png"
+    with Image.open(samples.insightface_image("Tom_Hanks_54745.png")) as im:
+        im.resize((336, 336)).save(stranger)
+    result = facefix("restore", stranger, "-o", tmp_path / "out", "--json", home=world["home"])
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert records and all(r["person"] == "generic" and r["restorer"] == "fast/generic" for r in records)
+
+
+def test_gray_scan_stays_gray_and_compare_image_is_written(world):
+    out = world["root"] / "out_gray"
+    result = facefix("restore", world["root"] / "old_gray.jpg", "-o", out, "--compare", home=world["home"])
+    assert result.returncode == 0, result.stderr
+    with Image.open(out / "old_gray_restored.jpg") as im:
+        assert im.mode == "L"
+    with Image.open(out / "old_gray_restored_compare.jpg") as im:
+        assert im.width > 2 * 512 - 1
+
+
+def test_folder_with_a_bad_file_goes_on_and_reports_it(world, tmp_path):
+    folder = tmp_path / "album"
+    folder.mkdir()
+    shutil.copy(world["root"] / "old.jpg", folder / "a.jpg")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    out = tmp_path / "restored"
+    result = facefix("restore", folder, "-o", out, home=world["home"])
+    assert result.returncode == 1
+    assert "broken.jpg" in result.stderr and "1 of 2 photos failed" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a_restored.jpg"]
+
+
+def test_enroll_twice_needs_add_and_duplicates_are_skipped(world):
+    again = facefix("enroll", "astro", world["refs"], "--min-face", "30", "--no-train", home=world["home"])
+    assert again.returncode == 2 and "--add" in again.stderr
+    added = facefix("enroll", "astro", world["refs"], "--add", "--min-face", "30", "--no-train", home=world["home"])
+    assert added.returncode == 1  # nothing new to add
+    assert "duplicate" in added.stdout and "no usable photo" in added.stderr
+
+
+def test_resume_continues_training(world):
+    show = lambda: json.loads(facefix("profiles", "show", "astro", "--json", home=world["home"], check=True).stdout)
+    before = show()["artifacts"]["fast"]["settings"]["training"]
+    steps_before = before["steps"]
+    # the budget counts the time already spent: give a few seconds more
+    budget_min = (before["seconds"] + 10) / 60
+    result = facefix("enroll", "astro", "--resume", "--budget", f"{budget_min:.3f}", home=world["home"])
+    assert result.returncode == 0, result.stderr
+    assert show()["artifacts"]["fast"]["settings"]["training"]["steps"] > steps_before
+
+
+def test_unknown_person_is_one_clear_error(world):
+    result = facefix("restore", world["root"] / "old.jpg", "--person", "bob", home=world["home"])
+    assert result.returncode == 1
+    assert "no profile named 'bob'" in result.stderr and "astro" in result.stderr

@@ -1,0 +1,207 @@
+"""Model sets: registry, offline errors, the HF-cache and local-directory paths, verify, meta-size checks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_diffusion import save_tiny_model_set
+
+from facefix.diffusion_parts import build_random_sd15, load_parts
+from facefix.errors import ModelError, UsageError
+from facefix.models import (
+    DEFAULT_MODEL_SET,
+    REGISTRY,
+    ModelSet,
+    convert_guide,
+    git_blob_sha1,
+    locate,
+    pull,
+    record_manifest,
+    resolve_model_set,
+    verify,
+)
+from facefix.tuning.lora import UNET_TARGETS, guide_zero_convs, matching_targets
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory) -> Path:
+    return save_tiny_model_set(tmp_path_factory.mktemp("tiny_set"))
+
+
+def _fake_hub_snapshot(cache: Path, repo: str, source: Path, commit: str = "a" * 40) -> Path:
+    """Lay ``source`` out as the Hugging Face cache does: blobs named by hash, snapshot symlinks."""
+    root = cache / ("models--" + repo.replace("/", "--"))
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(commit)
+    blobs = root / "blobs"
+    blobs.mkdir(exist_ok=True)
+    snapshot = root / "snapshots" / commit
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        rel = path.relative_to(source)
+        data = path.read_bytes()
+        # LFS files (weights) are named by sha256, small files by their git object id.
+        name = hashlib.sha256(data).hexdigest() if path.suffix in {".safetensors", ".bin"} else git_blob_sha1(path)
+        (blobs / name).write_bytes(data)
+        target = snapshot / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to("../" * (len(rel.parts) - 1) + f"../../blobs/{name}")
+    return snapshot
+
+
+@pytest.fixture
+def hub_set(tiny_set, tmp_path, monkeypatch) -> ModelSet:
+    cache = tmp_path / "hf"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    _fake_hub_snapshot(cache, "org/tiny-base", tiny_set / "base")
+    _fake_hub_snapshot(cache, "org/tiny-guide", tiny_set / "guide", commit="b" * 40)
+    return ModelSet(name="hubtiny", base="org/tiny-base", guide="org/tiny-guide", variant=None)
+
+
+def test_default_set_is_registered_and_live_on_the_hub():
+    default = REGISTRY[DEFAULT_MODEL_SET]
+    # SD 2.x repositories were withdrawn in 2025; the default must name live ids.
+    assert default.base == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert default.guide == "lllyasviel/control_v11f1e_sd15_tile"
+    assert default.condition == "image"
+    assert resolve_model_set(None) == default
+
+
+def test_unknown_set_names_the_choices():
+    with pytest.raises(UsageError, match="sd15-tile"):
+        resolve_model_set("no-such-set")
+
+
+def test_offline_and_missing_weights_give_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(ModelError) as info:
+        locate(resolve_model_set("sd15-tile"))
+    message = str(info.value)
+    assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in message
+    assert str(tmp_path / "empty") in message
+    assert "facefix models pull sd15-tile" in message
+
+
+def test_pull_refuses_offline_naming_the_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(ModelError, match="offline.*facefix models pull sd15-tile"):
+        pull(resolve_model_set("sd15-tile"))
+
+
+def test_tiny_set_loads_through_the_real_loader(tiny_set, monkeypatch):
+    monkeypatch.setenv("FACEFIX_MODEL_SET", str(tiny_set))
+    model_set = resolve_model_set(None)
+    assert model_set.name == "tiny" and model_set.condition == "image"
+    paths = locate(model_set)
+    assert paths.base_revision.startswith("local-")
+    parts = load_parts(paths)
+    assert parts.resolution == 32
+    assert parts.provenance["model_set"] == "tiny"
+    assert not any(p.requires_grad for p in parts.unet.parameters())
+    ids = parts.tokenizer("a photo of sks person").input_ids
+    assert len(ids) > 5
+
+
+def test_hub_snapshot_is_found_offline_and_verified(hub_set):
+    paths = locate(hub_set)
+    assert paths.base_revision == "a" * 40 and paths.guide_revision == "b" * 40
+    load_parts(paths)  # same loader as a local directory
+    report = verify(hub_set, online=False)
+    assert report.ok, report
+    assert {c.source for c in report.checks} == {"cache-blob"}
+    assert any(c.path == "base/unet/diffusion_pytorch_model.safetensors" for c in report.checks)
+
+
+def test_verify_catches_a_corrupt_blob(hub_set):
+    paths = locate(hub_set)
+    weights = (paths.base_dir / "unet" / "diffusion_pytorch_model.safetensors").resolve()
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    report = verify(hub_set, online=False)
+    assert not report.ok
+    bad = [c.path for c in report.checks if not c.ok]
+    assert bad == ["base/unet/diffusion_pytorch_model.safetensors"]
+
+
+def test_verify_of_a_local_set_uses_its_recorded_manifest(tiny_set, tmp_path):
+    copy = shutil.copytree(tiny_set, tmp_path / "set")
+    record_manifest(copy / "base")
+    model_set = resolve_model_set(str(copy))
+    assert verify(model_set, online=False).ok
+    (copy / "base" / "vae" / "config.json").write_text(json.dumps({"tampered": True}))
+    report = verify(model_set, online=False)
+    assert [c.path for c in report.checks if not c.ok] == ["base/vae/config.json"]
+
+
+def test_pickle_only_guide_is_converted_once_to_safetensors(tiny_set, tmp_path, monkeypatch):
+    from diffusers import ControlNetModel
+
+    cache = tmp_path / "hf"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    guide = ControlNetModel.from_pretrained(tiny_set / "guide")
+    torch.save(guide.state_dict(), pickled / "diffusion_pytorch_model.bin")
+    shutil.copy(tiny_set / "guide" / "config.json", pickled)
+    _fake_hub_snapshot(cache, "org/tiny-base", tiny_set / "base")
+    _fake_hub_snapshot(cache, "org/pickled-guide", pickled, commit="c" * 40)
+    model_set = ModelSet(name="pickled", base="org/tiny-base", guide="org/pickled-guide", variant=None)
+    paths = locate(model_set)
+    assert (paths.guide_dir / "diffusion_pytorch_model.bin").exists()
+    converted = convert_guide(paths, dtype="float32")
+    assert (converted / "diffusion_pytorch_model.safetensors").is_file()
+    again = locate(model_set)
+    assert again.guide_dir == converted
+    loaded = load_parts(again).guide
+    for (name, a), b in zip(guide.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert verify(model_set, online=False).ok
+
+
+def test_real_size_default_configs_accept_the_lora_targets():
+    parts = build_random_sd15(device="meta")
+    unet_targets = matching_targets(parts.unet, UNET_TARGETS)
+    # SD 1.5: 16 transformer blocks x (self + cross attention) x (q, k, v, out).
+    assert len(unet_targets) == 16 * 2 * 4
+    guide_targets = matching_targets(parts.guide, UNET_TARGETS)
+    assert len(guide_targets) == 7 * 2 * 4  # 6 down + 1 mid transformer blocks
+    assert len(guide_zero_convs(parts.guide)) == 13
+    from peft import LoraConfig
+
+    parts.unet.add_adapter(LoraConfig(r=16, lora_alpha=16, target_modules=list(UNET_TARGETS)))
+    lora = sum(p.numel() for n, p in parts.unet.named_parameters() if "lora_" in n)
+    assert 2_000_000 < lora < 4_000_000  # ~3.2 M parameters: ~13 MB in fp32
+    parts.guide.add_adapter(LoraConfig(r=32, lora_alpha=32, target_modules=[*UNET_TARGETS, *guide_zero_convs(parts.guide)]))
+    assert any("lora_" in n for n, _ in parts.guide.named_parameters())
+
+
+def _cli(*args, env_extra: dict) -> subprocess.CompletedProcess:
+    import os
+
+    env = dict(os.environ) | env_extra
+    return subprocess.run([sys.executable, "-m", "facefix", *args], capture_output=True, text=True, env=env)
+
+
+def test_cli_models_commands(tiny_set, tmp_path):
+    env = {"HF_HUB_CACHE": str(tmp_path / "empty"), "FACEFIX_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    pulled = _cli("models", "pull", env_extra=env)
+    assert pulled.returncode == 1
+    assert "facefix models pull sd15-tile" in pulled.stderr and "offline" in pulled.stderr
+    missing = _cli("models", "path", env_extra=env)
+    assert missing.returncode == 1 and str(tmp_path / "empty") in missing.stderr
+    listed = _cli("models", "list", "--json", env_extra=env)
+    assert listed.returncode == 0
+    rows = json.loads(listed.stdout)
+    assert rows[0]["name"] == "sd15-tile" and rows[0]["available"] is False
+    found = _cli("models", "path", str(tiny_set), env_extra=env)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.split() == [str(tiny_set / "base"), str(tiny_set / "guide")]
+    checked = _cli("models", "verify", str(tiny_set), "--offline", env_extra=env)
+    assert checked.returncode == 0, checked.stderr
