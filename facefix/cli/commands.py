@@ -9,3 +9,4 @@ from .models import models_app  # noqa: E402
 app.add_typer(models_app, name="models")
 from . import restore  # noqa: F401,E402
 from . import enroll  # noqa: F401,E402
+from . import evaluate  # noqa: F401,E402

@@ -1,0 +1,66 @@
+"""``facefix eval``: measure a person's restorer against the generic one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..evaluate import evaluate_person
+from ..faces import get_analyzer
+from ..photos import Photo, PhotoMeta, write_photo
+from ..profiles import ProfileStore
+from .common import BackendOpt, DeviceOpt, JsonOpt, err, out
+from .main import app
+
+
+@app.command("eval")
+def eval_command(
+    name: Annotated[str, typer.Argument(help="An enrolled person.", show_default=False)],
+    *,
+    holdout: Annotated[int, typer.Option(help="References held out for testing.")] = 3,
+    budget: Annotated[float, typer.Option(help="Training time in minutes (both models together).")] = 10.0,
+    sheet: Annotated[Path | None, typer.Option(help="Contact sheet PNG (default: NAME_eval.png here).")] = None,
+    seed: Annotated[int, typer.Option(help="Chooses the held-out photos and seeds the degradations.")] = 0,
+    backend: BackendOpt = "auto",
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = False,
+) -> None:
+    """Hold out some of NAME's references, retrain without them, degrade them at two
+    levels and compare the degraded input, the generic model and NAME's model."""
+    store = ProfileStore()
+    store.load(name)
+    analyzer = get_analyzer(backend)
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed:.0f}"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = None
+
+        def on_stage(label: str, seconds: float) -> None:
+            nonlocal task
+            if task is not None:
+                progress.update(task, visible=False)
+            task = progress.add_task(f"training {label}", total=None)
+
+        def on_step(info) -> None:
+            progress.update(task, completed=info.step, total=max(info.total_steps, info.step))
+
+        report = evaluate_person(name, store=store, analyzer=analyzer, holdout=holdout, budget_s=budget * 60,
+                                 seed=seed, device=device, on_stage=on_stage, on_step=on_step)
+    target = sheet or Path(f"{name}_eval.png")
+    pixels = np.clip(report.sheet * 255 + 0.5, 0, 255).astype(np.uint8)
+    write_photo(Photo(pixels, PhotoMeta(format="PNG", mode="RGB")), target)
+    if json_out:
+        out.print_json(json.dumps({**report.to_dict(), "sheet": str(target)}))
+        return
+    table = Table("level", "method", "PSNR dB", "SSIM", f"identity ({report.backend} cos)", "distance",
+                  title=f"{name}: {len(report.held_out)} held out, {report.train_references} for training")
+    for r in report.rows:
+        table.add_row(r.level, r.method, f"{r.psnr:.2f}", f"{r.ssim:.3f}", f"{r.identity:.3f}", f"{r.distance:.3f}")
+    out.print(table)
+    err.print(f"contact sheet: {target}")

@@ -1,0 +1,42 @@
+"""`facefix eval` mechanics: held-out references, both models, both levels, a contact sheet."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facefix import samples
+from facefix.enroll import scan_photos, select_references
+from facefix.evaluate import METHODS, evaluate_person
+from facefix.faces import get_analyzer
+from facefix.profiles import ProfileStore
+from facefix.restorers.fast import TINY_CONFIG
+from facefix.tuning.fast_train import TrainConfig
+
+pytestmark = pytest.mark.slow
+
+
+def test_eval_scores_every_method_at_both_levels_and_leaves_the_profile(tmp_path, portrait_photo):
+    analyzer = get_analyzer("dlib")
+    samples.make_variants(portrait_photo, tmp_path / "refs", count=5, seed=7)
+    selection = select_references(scan_photos(tmp_path / "refs"), analyzer, min_face=30)
+    store = ProfileStore()
+    with store.edit("astro", create=True) as editor:
+        for c in selection.accepted:
+            editor.add_reference(c.crop, source=c.path, sha256=c.sha256,
+                                 embeddings={"dlib": c.face.embedding}, box=c.face.box)
+    before = store.load("astro")
+    report = evaluate_person("astro", store=store, analyzer=analyzer, holdout=2, budget_s=600, max_steps=15,
+                             model_config=TINY_CONFIG, train_config=TrainConfig(patch=128, batch=4, warmup_steps=2))
+    assert len(report.held_out) == 2 and report.train_references == 3
+    assert {(r.level, r.method) for r in report.rows} == {(lv, m) for lv in ("moderate", "severe") for m in METHODS}
+    for level in ("moderate", "severe"):
+        degraded = report.row(level, "degraded")
+        assert 10 < degraded.psnr < 40 and 0 < degraded.ssim < 1 and -1 <= degraded.identity <= 1
+    # severe is worse than moderate for the degraded input
+    assert report.row("severe", "degraded").psnr < report.row("moderate", "degraded").psnr
+    assert report.sheet.shape[1] == 4 * 192 and report.sheet.shape[0] == 24 + 2 * 2 * 192
+    after = store.load("astro")
+    assert after.artifacts == before.artifacts == {}, "eval does not change the profile"
+    with pytest.raises(Exception, match="--holdout must be between 1 and 4"):
+        evaluate_person("astro", store=store, analyzer=analyzer, holdout=5)
