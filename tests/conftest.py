@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Before torch is imported: on a shared 2-core machine, OpenMP threads that
+# spin-wait for a busy core make tiny training runs 100x slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 

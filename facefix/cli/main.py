@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -11,6 +12,10 @@ from rich.markup import escape
 from .. import __version__
 from ..errors import FacefixError
 from .common import debug_enabled, err, setup_logging
+
+# Set before torch loads OpenMP: a passive wait keeps a busy machine (a batch
+# sharing its cores with anything else) from collapsing into spin-waits.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 app = typer.Typer(
     name="facefix",
