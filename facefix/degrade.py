@@ -287,17 +287,20 @@ def augment(
     aug: Augmentation = Augmentation(),
     *,
     out_size: int | None = None,
+    crop: int | None = None,
 ) -> np.ndarray:
     """Randomly flip, shift, zoom, rotate, colour-jitter and maybe gray a clean face.
 
     Args:
-        img: float32 (H, W, 3) in [0, 1].
+        img: float32 (H, W, 3) in [0, 1], or uint8 (warped first, then scaled to [0, 1]).
         rng: Generator or seed.
         aug: The ranges.
         out_size: Resample to this square side in the same warp (``None`` keeps the size).
+        crop: Return only a random ``crop`` x ``crop`` window of the result, warped
+            directly (cheaper than warping everything and cutting afterwards).
 
     Returns:
-        float32 (out_size, out_size, 3) in [0, 1].
+        float32 (out_size, out_size, 3) in [0, 1], or (crop, crop, 3).
     """
     _check_image(img)
     rng = _as_rng(rng)
@@ -313,8 +316,16 @@ def augment(
         flip = np.array([[-1.0, 0.0, w - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
         m = m @ flip
     m = np.diag([ow / w, oh / h]) @ m  # then resample to the output size
-    interp = cv2.INTER_AREA if ow < w else cv2.INTER_LINEAR
+    if crop is not None:
+        if crop > min(oh, ow):
+            raise UsageError(f"crop size {crop} is larger than the image {ow}x{oh}; use at most {min(oh, ow)}")
+        y0, x0 = int(rng.integers(0, oh - crop + 1)), int(rng.integers(0, ow - crop + 1))
+        m[:, 2] -= (x0, y0)
+        oh = ow = crop
+    interp = cv2.INTER_AREA if (out_size or w) < w else cv2.INTER_LINEAR
     x = cv2.warpAffine(img, m, (ow, oh), flags=interp, borderMode=cv2.BORDER_REFLECT_101)
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / np.float32(255.0)
     # Colour jitter: gains per channel, brightness, contrast, saturation.
     gains = 1.0 + rng.uniform(-aug.hue, aug.hue, size=3)
     x = x * gains.astype(np.float32) * np.float32(1.0 + rng.uniform(-aug.brightness, aug.brightness))

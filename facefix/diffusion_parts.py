@@ -12,6 +12,7 @@ written out here, so that architecture checks and benchmarks need no download.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -191,10 +192,33 @@ def load_parts(paths: ModelPaths, *, device: str | torch.device = "cpu", dtype: 
     Raises:
         ModelError: a file is there but cannot be loaded (corrupt, wrong kind).
     """
+    base, variant = Path(paths.base_dir), paths.model_set.variant
+    with _quiet_loaders():
+        parts = _load_parts(paths, base, variant, dtype)
+    return parts.to(device)
+
+
+@contextlib.contextmanager
+def _quiet_loaders():
+    """No "Loading weights" bars from transformers/diffusers: the CLI draws the one progress display."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    states = [(mod, mod.is_progress_bar_enabled()) for mod in (diffusers_logging, transformers_logging)]
+    for mod, _ in states:
+        mod.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for mod, was in states:
+            if was:
+                mod.enable_progress_bar()
+
+
+def _load_parts(paths: ModelPaths, base: Path, variant, dtype) -> DiffusionParts:
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    base, variant = Path(paths.base_dir), paths.model_set.variant
     try:
         tokenizer = CLIPTokenizer.from_pretrained(base / "tokenizer")
         text_encoder = CLIPTextModel.from_pretrained(
@@ -233,7 +257,7 @@ def load_parts(paths: ModelPaths, *, device: str | torch.device = "cpu", dtype: 
         condition=paths.model_set.condition,
         provenance=paths.provenance(),
     )
-    return parts.to(device)
+    return parts
 
 
 def load_model_set(model_set: ModelSet, **kwargs) -> DiffusionParts:

@@ -7,6 +7,7 @@ are the analyzer and the loaded restorers, passed in by the caller.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -144,6 +145,88 @@ def restore_crops(
     return results, names  # type: ignore[return-value]
 
 
+@dataclass(frozen=True, eq=False)
+class Analysis:
+    """What is known about an image before restoration: its faces and their crops.
+
+    Built by :func:`analyze_image` (detection, matching, alignment), consumed by
+    :func:`restore_crops` (``before``/``people``) and :func:`finish_image`. The
+    split lets a batch run analyse the next photos while the restorer works.
+    """
+
+    records: tuple[FaceRecord, ...]  # restorer names are filled in by finish_image
+    todo: tuple[int, ...]  # indices of the faces to restore
+    people: tuple[str | None, ...]  # for each restored face: its person, None = generic
+    alignments: tuple[Alignment, ...] = field(repr=False)
+    before: tuple[np.ndarray, ...] = field(repr=False)
+    aligned: bool = False  # the image is itself an aligned crop
+
+
+def analyze_image(
+    rgb: np.ndarray,
+    *,
+    analyzer: FaceAnalyzer,
+    gallery: Gallery,
+    options: RestoreOptions,
+) -> Analysis:
+    """Detect, match, select and align the faces of an RGB float32 image in [0, 1]."""
+    rgb8 = np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if options.aligned:
+        h, w = rgb.shape[:2]
+        crop = rgb if (h, w) == (CROP_SIZE, CROP_SIZE) else cv2.resize(
+            rgb, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_CUBIC)
+        crop8 = np.clip(crop * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        embedding = analyzer.embed_aligned(crop8[None])[0]
+        face = Face(box=(0.0, 0.0, float(w), float(h)), landmarks=np.zeros((5, 2), np.float32),
+                    score=1.0, backend=analyzer.name, embedding=embedding)
+        match = assign([face], gallery, person=options.person, threshold=analyzer.same_person_similarity)[0]
+        record = FaceRecord(0, face.box, match.person, match.similarity, match.reason, None)
+        return Analysis((record,), (0,), (match.person,), (), (crop.astype(np.float32),), aligned=True)
+    # 1. detect, then decide who each face is and which to restore
+    faces = analyzer.detect(rgb8, embed=True)
+    del rgb8
+    skips = select_faces(faces, rgb.shape[:2], options)
+    matches = assign(faces, gallery, person=options.person, threshold=analyzer.same_person_similarity)
+    todo = tuple(i for i, s in enumerate(skips) if s is None)
+    # 2. align: one 512 crop per face to restore
+    alignments = tuple(estimate_alignment(faces[i].landmarks, CROP_SIZE) for i in todo)
+    before = tuple(warp_face(rgb, a) for a in alignments)
+    records = tuple(FaceRecord(i, face.box, match.person, match.similarity, match.reason, None, skip)
+                    for i, (face, match, skip) in enumerate(zip(faces, matches, skips)))
+    return Analysis(records, todo, tuple(matches[i].person for i in todo), alignments, before)
+
+
+def finish_image(
+    rgb: np.ndarray,
+    analysis: Analysis,
+    after: Sequence[np.ndarray],
+    names: Sequence[str],
+    *,
+    options: RestoreOptions,
+    grayscale: bool = False,
+) -> RestoredImage:
+    """Blend, paste the restored crops back onto the (upscaled) photo, and label the faces."""
+    after = [_finish(b, a, options.strength, grayscale) for b, a in zip(analysis.before, after)]
+    restored_names = dict(zip(analysis.todo, names))
+    records = tuple(replace(r, restorer=restored_names.get(r.index)) for r in analysis.records)
+    if analysis.aligned:
+        h, w = rgb.shape[:2]
+        size = (w * options.upscale, h * options.upscale)
+        (restored,) = after
+        out = restored if size == (CROP_SIZE, CROP_SIZE) else cv2.resize(
+            restored, size, interpolation=cv2.INTER_CUBIC)
+        return RestoredImage(np.clip(out, 0, 1), records, analysis.before, tuple(after))
+    base = rgb
+    alignments = list(analysis.alignments)
+    if options.upscale > 1:
+        h, w = rgb.shape[:2]
+        base = cv2.resize(rgb, (w * options.upscale, h * options.upscale), interpolation=cv2.INTER_CUBIC)
+        base = np.clip(base, 0.0, 1.0)
+        alignments = [a.scaled(options.upscale) for a in alignments]
+    out = paste_faces(base, after, alignments) if analysis.todo else base
+    return RestoredImage(out, records, analysis.before, tuple(after))
+
+
 def restore_image(
     rgb: np.ndarray,
     *,
@@ -163,33 +246,9 @@ def restore_image(
         options: see :class:`RestoreOptions`.
         grayscale: the photo is gray: restored faces are made gray too.
     """
-    rgb8 = np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    if options.aligned:
-        return _restore_aligned(rgb, rgb8, analyzer, gallery, restorers, options, grayscale)
-    # 1. detect, then decide who each face is and which to restore
-    faces = analyzer.detect(rgb8, embed=True)
-    skips = select_faces(faces, rgb.shape[:2], options)
-    matches = assign(faces, gallery, person=options.person, threshold=analyzer.same_person_similarity)
-    todo = [i for i, s in enumerate(skips) if s is None]
-    # 2. align and restore, one batch per restorer
-    alignments: list[Alignment] = [estimate_alignment(faces[i].landmarks, CROP_SIZE) for i in todo]
-    before = [warp_face(rgb, a) for a in alignments]
-    after, names = restore_crops(before, [matches[i].person for i in todo], restorers) if todo else ([], [])
-    after = [_finish(b, a, options.strength, grayscale) for b, a in zip(before, after)]
-    # 3. paste back onto the (upscaled) photo
-    base = rgb
-    if options.upscale > 1:
-        h, w = rgb.shape[:2]
-        base = cv2.resize(rgb, (w * options.upscale, h * options.upscale), interpolation=cv2.INTER_CUBIC)
-        base = np.clip(base, 0.0, 1.0)
-        alignments = [a.scaled(options.upscale) for a in alignments]
-    out = paste_faces(base, after, alignments) if todo else base
-    records = []
-    restored_names = dict(zip(todo, names))
-    for i, (face, match, skip) in enumerate(zip(faces, matches, skips)):
-        records.append(FaceRecord(i, face.box, match.person, match.similarity, match.reason,
-                                   restored_names.get(i), skip))
-    return RestoredImage(out, tuple(records), tuple(before), tuple(after))
+    analysis = analyze_image(rgb, analyzer=analyzer, gallery=gallery, options=options)
+    after, names = restore_crops(analysis.before, analysis.people, restorers) if analysis.todo else ([], [])
+    return finish_image(rgb, analysis, after, names, options=options, grayscale=grayscale)
 
 
 def _finish(before: np.ndarray, after: np.ndarray, strength: float, grayscale: bool) -> np.ndarray:
@@ -198,23 +257,6 @@ def _finish(before: np.ndarray, after: np.ndarray, strength: float, grayscale: b
     if strength < 1.0:
         after = strength * after + (1.0 - strength) * before
     return after.astype(np.float32)
-
-
-def _restore_aligned(rgb, rgb8, analyzer, gallery, restorers, options, grayscale) -> RestoredImage:
-    h, w = rgb.shape[:2]
-    crop = rgb if (h, w) == (CROP_SIZE, CROP_SIZE) else cv2.resize(
-        rgb, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_CUBIC)
-    crop8 = np.clip(crop * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    embedding = analyzer.embed_aligned(crop8[None])[0]
-    face = Face(box=(0.0, 0.0, float(w), float(h)), landmarks=np.zeros((5, 2), np.float32),
-                score=1.0, backend=analyzer.name, embedding=embedding)
-    match = assign([face], gallery, person=options.person, threshold=analyzer.same_person_similarity)[0]
-    (restored,), (name,) = restore_crops([crop], [match.person], restorers)
-    restored = _finish(crop, restored, options.strength, grayscale)
-    size = (w * options.upscale, h * options.upscale)
-    out = restored if size == (CROP_SIZE, CROP_SIZE) else cv2.resize(restored, size, interpolation=cv2.INTER_CUBIC)
-    record = FaceRecord(0, face.box, match.person, match.similarity, match.reason, name)
-    return RestoredImage(np.clip(out, 0, 1), (record,), (crop,), (restored,))
 
 
 # --------------------------------------------------------------------------- files
@@ -246,7 +288,7 @@ def output_path(source: Path, *, output_dir: Path | None, suffix: str, ext: str,
         new_suffix = ".png"
     folder = output_dir if output_dir is not None else source.parent
     target = folder / f"{source.stem}{suffix}{new_suffix}"
-    if target.resolve() == source.resolve():
+    if os.path.realpath(target) == os.path.realpath(source):  # realpath: no error on a symlink loop
         raise UsageError(
             f"the output for {source} would overwrite it; give --output DIR or a non-empty --suffix"
         )
@@ -278,6 +320,24 @@ def restore_file(
     rgb = photo.rgb_float()
     result = restore_image(rgb, analyzer=analyzer, gallery=gallery, restorers=restorers,
                            options=options, grayscale=photo.is_grayscale)
+    written, extra = write_outputs(photo, rgb, result, target, compare=compare, save_faces=save_faces)
+    return PhotoResult(source, written, result.faces, time.perf_counter() - start, extra)
+
+
+def write_outputs(
+    photo: Photo,
+    rgb: np.ndarray,
+    result: RestoredImage,
+    target: Path,
+    *,
+    compare: bool = False,
+    save_faces: bool = False,
+) -> tuple[Path, tuple[Path, ...]]:
+    """Write the restored photo (and the optional side images); each file atomically.
+
+    Returns:
+        The photo's path and the side images' paths.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     written = write_photo(photo.with_rgb(result.rgb), target)
     extra: list[Path] = []
@@ -293,7 +353,7 @@ def restore_file(
                 p = folder / f"face{rec.index}_{label}_{tag}.png"
                 p.parent.mkdir(parents=True, exist_ok=True)
                 extra.append(write_photo(_as_photo(img, None), p))
-    return PhotoResult(source, written, result.faces, time.perf_counter() - start, tuple(extra))
+    return written, tuple(extra)
 
 
 def _as_photo(rgb: np.ndarray, like: Photo | None) -> Photo:

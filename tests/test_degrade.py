@@ -89,3 +89,10 @@ def test_random_crop_keeps_pixel_scale(face):
     assert crop.shape == (64, 64, 3)
     with pytest.raises(UsageError, match="larger"):
         D.random_crop(face, 512, 0)
+
+
+def test_augment_can_cut_a_window_directly(face):
+    window = D.augment(face, 7, crop=64)
+    assert window.shape == (64, 64, 3) and window.dtype == np.float32
+    as_u8 = D.augment((face * 255).round().astype(np.uint8), 7, crop=64)
+    assert np.abs(as_u8 - window).max() < 3 / 255  # uint8 in: same draw, same window

@@ -178,3 +178,11 @@ def test_bad_inputs_name_the_fix(faces):
         train_fast(faces[:, :16, :16], max_steps=1, config=TINY_TRAIN, model_config=TINY_CONFIG)
     with pytest.raises(ModelError, match="FastConfig"):
         train_fast(faces, init={"nope": torch.zeros(1)}, max_steps=1, config=TINY_TRAIN, model_config=TINY_CONFIG)
+
+
+def test_divergence_rolls_back_then_says_how_to_fix_it(faces, caplog):
+    # spike_factor < 1 makes every step after warm-up look like a blow-up.
+    jumpy = TrainConfig(**{**TINY_TRAIN.__dict__, "spike_factor": 0.5, "warmup_steps": 2, "snapshot_every": 2})
+    with pytest.raises(ModelError, match="lr_scratch"):
+        train_fast(faces, max_steps=50, config=jumpy, model_config=TINY_CONFIG)
+    assert "learning rate halved" in caplog.text

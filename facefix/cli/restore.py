@@ -1,24 +1,40 @@
-"""``facefix restore``: restore the faces in photos or folders of photos."""
+"""``facefix restore``: restore the faces in photos or whole folders of photos.
+
+Wiring and printing only: planning is :mod:`facefix.batch`, the pipelined run
+:mod:`facefix.prefetch`, the resume record :mod:`facefix.runstate`, the
+``--report`` file :mod:`facefix.report`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..batch import plan_jobs
-from ..errors import FacefixError
+from ..batch import Job, plan_jobs
+from ..errors import ProfileError, UsageError
 from ..faces import get_analyzer
+from ..faces.analyzer import resolve_backend
 from ..matching import Gallery
-from ..pipeline import RestoreOptions, restore_file
+from ..pipeline import RestoreOptions
+from ..prefetch import BatchRunner, Outcome, restored_faces
 from ..profiles import GenericStore, ProfileStore
-from ..restorers.loading import FastRestorers
-from .common import BackendOpt, DeviceOpt, JsonOpt, OutputOpt, PersonOpt, err, out, report_error
+from ..report import ReportWriter
+from ..restorers import loading
+from ..runstate import RunState, settings_key, sweep_partials
+from .common import BackendOpt, DeviceOpt, JsonOpt, OutputOpt, PersonOpt, debug_enabled, err, out
 from .main import app
+
+#: Up to this many photos, the per-face table is printed (on stdout) at the end;
+#: past it, use --json or --report.
+TABLE_LIMIT = 200
 
 
 @app.command("restore")
@@ -30,6 +46,10 @@ def restore_command(
     suffix: Annotated[str, typer.Option(help="Added to each output's file name.")] = "_restored",
     ext: Annotated[str, typer.Option(help="Output format: same, jpg or png.")] = "same",
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into subfolders.")] = False,
+    include: Annotated[list[str] | None, typer.Option(
+        "--include", help="Only photos matching this glob (name, relative path or folder; any case). Repeatable.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(
+        "--exclude", help="Skip photos matching this glob (name, relative path or folder; any case). Repeatable.")] = None,
     upscale: Annotated[int, typer.Option(help="Enlarge the whole photo by this factor (1-8).")] = 1,
     faces: Annotated[str, typer.Option(help="Which faces: all, largest or center.")] = "all",
     min_face: Annotated[float, typer.Option(help="Skip faces under this eye-to-mouth distance (px).")] = 10.0,
@@ -38,50 +58,164 @@ def restore_command(
     save_faces: Annotated[bool, typer.Option(help="Also write each face before and after.")] = False,
     compare: Annotated[bool, typer.Option(help="Also write a side-by-side comparison image.")] = False,
     tta: Annotated[bool, typer.Option(help="Average each face with its mirror image (2x slower).")] = False,
+    engine: Annotated[str, typer.Option(
+        help="Restorer: auto (diffusion on a CUDA GPU with its weights on disk, else fast), fast or diffusion.")] = "auto",
+    model_set: Annotated[str | None, typer.Option(
+        "--model-set", help="Diffusion model set: a registered name or a local folder.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Diffusion sampler steps (default 25).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Diffusion seed (default 0).")] = None,
+    low_vram: Annotated[bool, typer.Option("--low-vram", help="Diffusion on 6-8 GB GPUs (slower).")] = False,
     backend: BackendOpt = "auto",
     device: DeviceOpt = "auto",
+    devices: Annotated[str | None, typer.Option(
+        "--devices", help="Spread restoration over these devices, one worker each: 'cuda:0,cuda:1'.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Redo photos an earlier run already finished.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be done, and do nothing.")] = False,
+    report: Annotated[Path | None, typer.Option(
+        "--report", help="Write a JSON Lines record per photo and per face to this file.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary; errors only.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Restore every face, matched to an enrolled person or to the generic prior.
 
     Writes a new file per photo (the original is never modified) carrying the
-    original's metadata.
+    original's metadata. Folders are mirrored under --output. A rerun of the
+    same command skips photos already done and redoes those that changed.
+    Exit status: 0 all done, 1 some photos failed, 2 usage error.
     """
     options = RestoreOptions(person=person, faces=faces, min_face=min_face, upscale=upscale,
                              strength=strength, aligned=aligned)
-    jobs = plan_jobs(paths, output_dir=output, suffix=suffix, ext=ext, recursive=recursive)
-    if not jobs:
-        err.print("no photos found in the given paths")
-        raise typer.Exit(1)
-    store = ProfileStore()
-    if person != "auto":
-        store.load(person)  # a clear error for an unknown name, before any work
-    analyzer = get_analyzer(backend)
-    gallery = Gallery.from_store(store, analyzer)
-    restorers = FastRestorers(store, GenericStore(), device=device, tta=tta)
-    results, failures = [], 0
+    if output is not None and output.exists() and not output.is_dir():
+        raise UsageError(f"--output {output} is a file; give a folder")
+    device_list = _parse_devices(devices) if devices else [device]
+    state = RunState.for_output(output, create=not dry_run)
+    try:
+        jobs = plan_jobs(paths, output_dir=output, suffix=suffix, ext=ext, recursive=recursive,
+                         include=include or (), exclude=exclude or (), known_outputs=state.targets())
+        if not jobs:
+            err.print("no photos found in the given paths")
+            raise typer.Exit(1)
+        store, generic = ProfileStore(), GenericStore()
+        if person != "auto":
+            store.load(person)  # a clear error for an unknown name, before any work
+        chosen, why = loading.choose_engine(engine, model_set, device=device_list[0])
+        if why and not quiet:
+            err.print(f"[yellow]note:[/yellow] {escape(why)}", highlight=False)
+        settings = settings_key(_settings(options, chosen, model_set, steps, seed, tta, compare, save_faces,
+                                          resolve_backend(backend), store, generic))
+        if dry_run:
+            _dry_run(jobs, state, settings, force, json_out)
+            return
+        # 1. a killed earlier run may have left temp files beside its targets
+        sweep_partials([j.target for j in jobs])
+        # 2. load the long-lived parts once
+        analyzer = get_analyzer(backend)
+        gallery = Gallery.from_store(store, analyzer)
+        providers = [loading.make_provider(chosen, store=store, generic=generic, device=d, tta=tta,
+                                           model_set=model_set, steps=steps, seed=seed, low_vram=low_vram)
+                     for d in device_list]
+        # 3. run, reporting each photo as it finishes
+        _run(jobs, analyzer, gallery, providers, options, state, settings, force, compare, save_faces,
+             report, quiet, json_out)
+    finally:
+        state.close()
+
+
+def _parse_devices(text: str) -> list[str]:
+    devices = [d.strip() for d in text.split(",") if d.strip()]
+    if not devices:
+        raise UsageError(f"--devices {text!r} names no device; use e.g. --devices cuda:0,cuda:1")
+    return devices
+
+
+def _settings(options, engine, model_set, steps, seed, tta, compare, save_faces, backend,
+              store: ProfileStore, generic: GenericStore) -> dict:
+    """Everything that changes an output: options, engine, and which models (by version)."""
+    models = {}
+    for name in store.names():
+        try:
+            profile = store.load(name)
+        except ProfileError:
+            continue
+        models[name] = [str(profile.updated), {k: [a.file, str(a.created)] for k, a in profile.artifacts.items()}]
+    try:
+        g = generic.load()
+        models["<generic>"] = {k: [a.file, str(a.created)] for k, a in g.artifacts.items()}
+    except ProfileError:
+        pass
+    return {"options": dataclasses.asdict(options),
+            "engine": engine, "model_set": model_set, "steps": steps, "seed": seed, "tta": tta,
+            "compare": compare, "save_faces": save_faces, "backend": backend, "models": models}
+
+
+def _dry_run(jobs: list[Job], state: RunState, settings: str, force: bool, json_out: bool) -> None:
+    counts = {"restore": 0, "redo": 0, "skip": 0}
+    for job in jobs:
+        try:
+            decision = state.decide(job.source, job.target, settings, force=force)
+            action, why = decision.action, decision.why
+        except OSError as exc:
+            action, why = "restore", f"unreadable ({exc.strerror or exc})"
+        counts[action] += 1
+        if json_out:
+            out.print(json.dumps({"file": str(job.source), "output": str(job.target), "action": action,
+                                  "why": why}, ensure_ascii=False), highlight=False, soft_wrap=True)
+        else:
+            out.print(f"{action}\t{job.source}\t{job.target}\t{why}", highlight=False, soft_wrap=True)
+    err.print(f"dry run: {counts['restore']} to restore, {counts['redo']} to redo, "
+              f"{counts['skip']} already done; nothing written", highlight=False)
+
+
+def _run(jobs, analyzer, gallery, providers, options, state, settings, force, compare, save_faces,
+         report, quiet, json_out) -> None:
+    writer = ReportWriter(report) if report is not None else None
+    tally = {"restored": 0, "skipped": 0, "failed": 0, "faces": 0}
+    failures: list[str] = []
+    rows: list[tuple] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("faces {task.fields[faces]} · failed {task.fields[failed]}"), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=True, disable=len(jobs) < 2) as progress:
-        task = progress.add_task("restoring", total=len(jobs), faces=0, failed=0)
-        for job in jobs:
-            try:
-                result = restore_file(job.source, job.target, analyzer=analyzer, gallery=gallery,
-                                      restorers=restorers, options=options, compare=compare,
-                                      save_faces=save_faces)
-                results.append(result)
-            except FacefixError as exc:
-                failures += 1
-                report_error(exc)
-            done_faces = sum(1 for r in results for f in r.faces if f.skipped is None)
-            progress.update(task, advance=1, faces=done_faces, failed=failures)
-    if json_out:
-        for result in results:
-            for record in result.records():
-                out.print(json.dumps(record), highlight=False, soft_wrap=True)
-    else:
+               TextColumn("photos · faces {task.fields[faces]} · failed {task.fields[failed]}"),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    start = time.perf_counter()
+    progress = Progress(*columns, console=err, transient=True, disable=quiet or len(jobs) < 2)
+    task = progress.add_task("restoring", total=len(jobs), faces=0, failed=0)
+
+    def on_outcome(outcome: Outcome) -> None:
+        if outcome.status == "cancelled":
+            return
+        tally[outcome.status] += 1
+        if writer is not None:
+            writer.write(outcome)
+        if outcome.status == "failed":
+            failures.append(outcome.error or str(outcome.job.source))
+            progress.console.print(f"[red]error:[/red] {escape(outcome.error or '')}", highlight=False)
+        elif outcome.result is not None:
+            result = outcome.result
+            tally["faces"] += restored_faces(result.faces)
+            if json_out:
+                for record in result.records():
+                    out.print(json.dumps(record, ensure_ascii=False), highlight=False, soft_wrap=True)
+            elif len(jobs) <= TABLE_LIMIT:
+                rows.append(result)
+        progress.update(task, advance=1, faces=tally["faces"], failed=tally["failed"])
+
+    runner = BatchRunner(analyzer=analyzer, gallery=gallery, providers=providers, options=options,
+                         on_outcome=on_outcome, state=state, settings=settings, force=force,
+                         compare=compare, save_faces=save_faces)
+    try:
+        with progress:
+            runner.run(jobs)
+    except KeyboardInterrupt:
+        err.print(f"[yellow]interrupted[/yellow] after {sum(tally[k] for k in ('restored', 'skipped', 'failed'))}"
+                  f" of {len(jobs)} photos; finished photos are kept and recorded — "
+                  "rerun the same command to do the rest", highlight=False)
+        raise typer.Exit(130) from None
+    finally:
+        if writer is not None:
+            writer.close()
+    elapsed = time.perf_counter() - start
+    if not json_out and rows:
         table = Table("photo", "face", "person", "similarity", "restorer", "note")
-        for result in results:
+        for result in rows:
             for f in result.faces:
                 sim = "" if f.similarity is None else f"{f.similarity:.3f}"
                 table.add_row(result.source.name, str(f.index), f.person or "generic", sim,
@@ -89,8 +223,22 @@ def restore_command(
             if not result.faces:
                 table.add_row(result.source.name, "-", "", "", "", "no face found")
         out.print(table)
-        for result in results:
-            err.print(f"wrote {result.output}" + "".join(f", {p}" for p in result.extra), highlight=False)
-    if failures:
-        err.print(f"[red]{failures} of {len(jobs)} photos failed[/red]")
+    if not quiet:
+        if len(jobs) <= 20:
+            for result in rows:
+                err.print(f"wrote {result.output}" + "".join(f", {p}" for p in result.extra), highlight=False)
+        _summary(tally, len(jobs), elapsed)
+    if tally["failed"]:
+        err.print(f"[red]{tally['failed']} of {len(jobs)} photos failed[/red]")
+        if debug_enabled():
+            err.print("\n".join(failures), highlight=False)
         raise typer.Exit(1)
+
+
+def _summary(tally: dict, total: int, elapsed: float) -> None:
+    rate = tally["restored"] / elapsed * 60 if elapsed > 0 else 0.0
+    table = Table("photos", "restored", "already done", "failed", "faces restored", "time", "photos/min",
+                  title="facefix restore", title_justify="left")
+    table.add_row(str(total), str(tally["restored"]), str(tally["skipped"]), str(tally["failed"]),
+                  str(tally["faces"]), f"{elapsed:.1f} s", f"{rate:.1f}")
+    err.print(table)

@@ -78,11 +78,19 @@ class SamplerSettings:
 StepCallback = Callable[[int, int], None]
 
 
+def _same_local_content(key: str, settings: dict, provenance: dict) -> bool:
+    """A local model folder that moved (or was copied) is the same part when its content fingerprint is."""
+    if key not in ("base", "guide"):
+        return False
+    made, have = settings.get(f"{key}_revision"), provenance.get(f"{key}_revision")
+    return bool(made) and made == have and str(made).startswith("local-")
+
+
 def check_artifact(settings: dict, provenance: dict, what: str) -> None:
     """Refuse an artifact made for another model set, naming both."""
     for key in ("base", "guide", "condition"):
         made, have = settings.get(key), provenance.get(key)
-        if made is not None and have is not None and made != have:
+        if made is not None and have is not None and made != have and not _same_local_content(key, settings, provenance):
             raise ProfileError(
                 f"this {what} was made for model set {settings.get('model_set')!r} ({key} {made!r}), "
                 f"not {provenance.get('model_set')!r} ({key} {have!r}); use that model set, or re-run "
@@ -95,19 +103,30 @@ def check_artifact(settings: dict, provenance: dict, what: str) -> None:
         )  # fmt: skip
 
 
-def personalize(parts, unet_lora: tuple[dict, dict] | None = None, guide_adapter: tuple[dict, dict] | None = None) -> None:
+def personalize(
+    parts,
+    unet_lora: tuple[dict, dict] | None = None,
+    guide_adapter: tuple[dict, dict] | None = None,
+    *,
+    adapter_name: str | None = None,
+) -> None:
     """Put a person's stage-1 LoRA and stage-2 guide adapter on ``parts`` (in place).
 
+    Everything is checked before anything is applied, so a refused artifact
+    leaves ``parts`` as it was.
+
     Args:
-        parts: freshly loaded parts (no adapters yet).
+        parts: loaded parts (without an adapter of this ``adapter_name``).
         unet_lora: ``(tensors, settings)`` of kind ``diffusion/<set>/unet_lora``.
         guide_adapter: ``(tensors, settings)`` of kind ``diffusion/<set>/guide``.
+        adapter_name: peft adapter name (several people can share loaded parts,
+            see :class:`facefix.restorers.loading.DiffusionRestorers`); default ``facefix``.
     """
-    from ..tuning.lora import apply_guide_adapter, apply_unet_lora, tensors_digest
+    from ..tuning.lora import ADAPTER, apply_guide_adapter, apply_unet_lora, tensors_digest
 
+    adapter_name = adapter_name or ADAPTER
     if unet_lora is not None:
         check_artifact(unet_lora[1], parts.provenance, "UNet LoRA")
-        apply_unet_lora(parts.unet, *unet_lora)
     if guide_adapter is not None:
         check_artifact(guide_adapter[1], parts.provenance, "guide adapter")
         digest = guide_adapter[1].get("unet_lora_digest")
@@ -116,7 +135,10 @@ def personalize(parts, unet_lora: tuple[dict, dict] | None = None, guide_adapter
                 "the guide adapter was tuned around another UNet LoRA than the one given; "
                 "re-run `facefix enroll NAME DIR --engine diffusion` to make both again"
             )
-        apply_guide_adapter(parts.guide, *guide_adapter)
+    if unet_lora is not None:
+        apply_unet_lora(parts.unet, *unet_lora, adapter_name=adapter_name)
+    if guide_adapter is not None:
+        apply_guide_adapter(parts.guide, *guide_adapter, adapter_name=adapter_name)
 
 
 class DiffusionRestorer:

@@ -56,7 +56,7 @@ class FastConfig:
             from the input (0 = off). 16 keeps 32-px-scale colour and tone of a 512 face.
     """
 
-    channels: tuple[int, ...] = (48, 96, 160, 256)
+    channels: tuple[int, ...] = (32, 64, 128, 192)
     blocks: tuple[int, ...] = (1, 1, 2, 2)
     mid_blocks: int = 2
     unshuffle: int = 2

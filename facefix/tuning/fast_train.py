@@ -16,6 +16,7 @@ lower learning rate.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..degrade import Augmentation, DegradationRecipe, apply_degradation, augment, get_recipe, random_crop, sample_degradation
+from ..degrade import Augmentation, DegradationRecipe, apply_degradation, augment, get_recipe, sample_degradation
 from ..errors import ModelError, UsageError
 from ..restorers.fast import FORMAT, FORMAT_VERSION, FastConfig, FastNet, FastRestorer, resolve_precision
 
@@ -56,22 +57,27 @@ class TrainConfig:
         checkpoint_every_s: Seconds between checkpoints.
         precision: "auto" (bf16 autocast where the CPU/GPU has it), "fp32" or "bf16".
         clip_grad: Gradient-norm clip.
+        spike_factor: A step whose loss exceeds this many times the running loss is skipped;
+            three in a row roll back to the last snapshot with half the learning rate.
+        snapshot_every: Steps between in-memory snapshots used for that roll-back.
     """
 
-    patch: int = 256
+    patch: int = 128
     batch: int = 8
     lr_scratch: float = 1e-3
-    lr_finetune: float = 2e-4
+    lr_finetune: float = 3e-4
     warmup_steps: int = 50
     min_lr_frac: float = 0.05
     weight_decay: float = 0.0
     fft_weight: float = 0.05
-    grad_weight: float = 0.5
+    grad_weight: float = 0.1
     recipe: str | DegradationRecipe = "default"
     augmentation: Augmentation = field(default_factory=Augmentation)
     checkpoint_every_s: float = 45.0
     precision: str = "auto"
     clip_grad: float = 1.0
+    spike_factor: float = 4.0
+    snapshot_every: int = 25
 
 
 @dataclass(frozen=True)
@@ -133,9 +139,8 @@ class PairSampler:
         cfg, rng = self.config, self.rng
         clean, bad = [], []
         for _ in range(cfg.batch):
-            img = self.targets[int(rng.integers(len(self.targets)))].astype(np.float32) / 255.0
-            img = augment(img, rng, cfg.augmentation)
-            img = random_crop(img, cfg.patch, rng)
+            img = self.targets[int(rng.integers(len(self.targets)))]  # uint8: warped, then scaled
+            img = augment(img, rng, cfg.augmentation, crop=cfg.patch)
             deg = sample_degradation(self.recipe, rng)
             clean.append(img)
             bad.append(apply_degradation(img, deg, rng, kernel_size=self.recipe.kernel_size))
@@ -279,6 +284,9 @@ def train_fast(
     t0 = time.monotonic()
     last_ckpt = t0
     steps_this_run = 0
+    skipped = 0  # consecutive skipped steps
+    lr_scale = 1.0  # halved on every recovery from divergence
+    snapshot: dict[str, Any] | None = None  # last known-good model + optimiser, for recovery
 
     def elapsed() -> float:
         return elapsed_before + time.monotonic() - t0
@@ -293,25 +301,47 @@ def train_fast(
             progress = elapsed() / budget_s if budget_s > 0 else 1.0
             if max_steps:
                 progress = max(progress, step / max_steps)
-            lr = _lr_at(progress, step, peak_lr, config)
+            lr = _lr_at(progress, step, peak_lr, config) * lr_scale
             for g in opt.param_groups:
                 g["lr"] = lr
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
                 pred = net(bad)
             loss = restoration_loss(pred, clean, config)
-            if not torch.isfinite(loss):
-                logger.warning("non-finite loss at step %d; skipping the step", step)
+            value = float(loss.detach())
+            if not math.isfinite(value) or (
+                smoothed is not None and step > config.warmup_steps and value > config.spike_factor * smoothed
+            ):
+                # One wild batch is skipped; a run of them means the weights blew up (seen
+                # from lr 1.5e-3 on): go back to the last snapshot with half the learning rate.
                 opt.zero_grad(set_to_none=True)
+                skipped += 1
+                logger.debug("loss %.4g at step %d far above the running %.4g; step skipped", value, step, smoothed)
+                if skipped >= 3:
+                    if snapshot is None or lr_scale < 1 / 16:
+                        raise ModelError(
+                            f"fast-restorer training diverged at step {step} (loss {value:.4g}); "
+                            "lower TrainConfig.lr_scratch / lr_finetune"
+                        )
+                    net.load_state_dict(snapshot["model"])
+                    opt.load_state_dict(snapshot["optimizer"])
+                    step, smoothed = snapshot["step"], snapshot["smoothed"]
+                    del history[step:]
+                    lr_scale *= 0.5
+                    skipped = 0
+                    logger.warning("training diverged; back to step %d with the learning rate halved", step)
                 continue
+            if step % config.snapshot_every == 0:  # these weights just gave a normal loss
+                snapshot = {"model": copy.deepcopy(net.state_dict()), "optimizer": copy.deepcopy(opt.state_dict()),
+                            "step": step, "smoothed": smoothed}
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), config.clip_grad)
             consistent = False  # an interrupt inside opt.step() falls back to the checkpoint
             opt.step()
             consistent = True
+            skipped = 0  # only a run of skipped steps means divergence
             step += 1
             steps_this_run += 1
-            value = float(loss.detach())
             history.append(value)
             smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
             if ckpt_path is not None and time.monotonic() - last_ckpt >= config.checkpoint_every_s:

@@ -33,11 +33,19 @@ def _lora_config(rank: int, alpha: float, targets, *, init: str | bool = "gaussi
     return LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=init, target_modules=list(targets))
 
 
-def add_lora(model: torch.nn.Module, rank: int, alpha: float, targets, adapter_name: str = ADAPTER) -> list[torch.nn.Parameter]:
+def add_lora(
+    model: torch.nn.Module, rank: int, alpha: float, targets, adapter_name: str = ADAPTER, *, seed: int | None = None
+) -> list[torch.nn.Parameter]:
     """Inject a trainable LoRA adapter; return its parameters (fp32, requires_grad).
 
     The base weights stay frozen and keep their dtype (fp16 on GPU); the LoRA
     parameters are fp32 so that small updates are not rounded away.
+
+    Args:
+        seed: draw the ``lora_A`` matrices (peft's "gaussian" init, std 1/rank)
+            from a CPU generator with this seed, so that the same run gives the
+            same adapter on any device and in any process. peft itself draws
+            them from the global torch RNG.
     """
     model.requires_grad_(False)
     model.add_adapter(_lora_config(rank, alpha, targets), adapter_name=adapter_name)
@@ -45,6 +53,12 @@ def add_lora(model: torch.nn.Module, rank: int, alpha: float, targets, adapter_n
     for p in params:
         p.requires_grad_(True)
         p.data = p.data.float()
+    if seed is not None:
+        generator = torch.Generator("cpu").manual_seed(seed)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if f"lora_A.{adapter_name}." in name:
+                    p.copy_(torch.randn(p.shape, generator=generator) / rank)
     return params
 
 
@@ -124,8 +138,13 @@ def guide_zero_convs(guide: torch.nn.Module) -> list[str]:
     return [n for n, _ in guide.named_modules() if n.startswith("controlnet_down_blocks.") or n == "controlnet_mid_block"]
 
 
-def add_guide_adapter(guide, rank: int, alpha: float, targets, full_modules) -> tuple[list[torch.nn.Parameter], list[str]]:
+def add_guide_adapter(
+    guide, rank: int, alpha: float, targets, full_modules, *, seed: int | None = None
+) -> tuple[list[torch.nn.Parameter], list[str]]:
     """LoRA on ``targets`` (+ the zero convs when ``"zero_convs"`` is listed) and full tuning of ``full_modules``.
+
+    Args:
+        seed: seeds the LoRA init (see :func:`add_lora`).
 
     Returns:
         (trainable parameters, the concrete LoRA target names used).
@@ -133,7 +152,7 @@ def add_guide_adapter(guide, rank: int, alpha: float, targets, full_modules) -> 
     concrete = [t for t in targets if t != "zero_convs"]
     if "zero_convs" in targets:
         concrete += guide_zero_convs(guide)
-    params = add_lora(guide, rank, alpha, concrete)
+    params = add_lora(guide, rank, alpha, concrete, seed=seed)
     for name, param in guide.named_parameters():
         if any(name.startswith(m + ".") for m in full_modules) and "lora_" not in name:
             param.requires_grad_(True)

@@ -147,7 +147,7 @@ def train_stage1(
     if use_prior:
         class_mean, class_std = common.encode_distribution(parts, common.to_model_images(class_images, res, device))
 
-    params = add_lora(unet, config.rank, config.alpha, config.targets)
+    params = add_lora(unet, config.rank, config.alpha, config.targets, seed=config.seed)
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     common.set_attention(unet, config.attention)

@@ -150,7 +150,9 @@ def train_stage2(
     embeds = parts.encode_prompt([pivot_prompt, ""]).to(device)
     pivot_embeds, empty_embeds = embeds[:1], embeds[1:]
 
-    params, lora_modules = add_guide_adapter(guide, config.rank, config.alpha, config.targets, config.full_modules)
+    params, lora_modules = add_guide_adapter(
+        guide, config.rank, config.alpha, config.targets, config.full_modules, seed=config.seed
+    )
     settings["lora_modules"] = lora_modules
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
