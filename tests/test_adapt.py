@@ -272,13 +272,19 @@ def test_adapt_end_to_end_with_the_tiny_model_set(tmp_path, portrait_photo):
     generic_tensors, _ = GenericStore().load_artifact("fast")
     assert any(not torch.equal(tensors[k], generic_tensors[k]) for k in tensors), "fine-tuning changed the weights"
 
-    # restoring with it (what `facefix restore --restorer shoebox` wires)
+    # restoring with it, in-process and through `facefix restore --restorer shoebox`
     analyzer = get_analyzer("auto")
     store = ProfileStore()
     provider = AdaptedRestorers("shoebox", FastRestorers(store, GenericStore()))
     done = restore_file(album / "old0.jpg", tmp_path / "out" / "old0.png", analyzer=analyzer,
                         gallery=Gallery.from_store(store, analyzer), restorers=provider, options=RestoreOptions())
     assert [f.restorer for f in done.faces if f.skipped is None] == ["adapted/shoebox"]
+    cli = facefix("restore", album / "old1.jpg", "-o", tmp_path / "out_cli", "--restorer", "shoebox", "--json",
+                  home=home)
+    assert cli.returncode == 0, cli.stderr
+    assert [json.loads(line)["restorer"] for line in cli.stdout.splitlines()] == ["adapted/shoebox"]
+    unknown = facefix("restore", album / "old1.jpg", "-o", tmp_path / "out_cli", "--restorer", "nope", home=home)
+    assert unknown.returncode != 0 and "nope" in unknown.stderr
 
     removed = facefix("adapted", "rm", "shoebox", "--yes", home=home)
     assert removed.returncode == 0, removed.stderr

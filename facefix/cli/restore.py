@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..adapted import AdaptedRestorers, AdaptedStore
 from ..batch import Job, plan_jobs
 from ..errors import ProfileError, UsageError
 from ..faces import get_analyzer
@@ -65,6 +66,8 @@ def restore_command(
     steps: Annotated[int | None, typer.Option(help="Diffusion sampler steps (default 25).")] = None,
     seed: Annotated[int | None, typer.Option(help="Diffusion seed (default 0).")] = None,
     low_vram: Annotated[bool, typer.Option("--low-vram", help="Diffusion on 6-8 GB GPUs (slower).")] = False,
+    restorer: Annotated[str | None, typer.Option(
+        "--restorer", help="An adapted restorer made by 'facefix adapt' (see 'facefix adapted list').")] = None,
     backend: BackendOpt = "auto",
     device: DeviceOpt = "auto",
     devices: Annotated[str | None, typer.Option(
@@ -101,8 +104,10 @@ def restore_command(
         chosen, why = loading.choose_engine(engine, model_set, device=device_list[0])
         if why and not quiet:
             err.print(f"[yellow]note:[/yellow] {escape(why)}", highlight=False)
+        if restorer is not None:
+            AdaptedStore().info(restorer)  # a clear error for an unknown name, before any work
         settings = settings_key(_settings(options, chosen, model_set, steps, seed, tta, compare, save_faces,
-                                          resolve_backend(backend), store, generic))
+                                          resolve_backend(backend), store, generic, restorer))
         if dry_run:
             _dry_run(jobs, state, settings, force, json_out)
             return
@@ -114,6 +119,11 @@ def restore_command(
         providers = [loading.make_provider(chosen, store=store, generic=generic, device=d, tta=tta,
                                            model_set=model_set, steps=steps, seed=seed, low_vram=low_vram)
                      for d in device_list]
+        if restorer is not None:
+            # An album's adapted fast restorer serves its faces (all of them,
+            # or its person's); the chosen engine serves the rest.
+            providers = [AdaptedRestorers(restorer, fallback=p, device=d, tta=tta)
+                         for p, d in zip(providers, device_list)]
         # 3. run, reporting each photo as it finishes
         _run(jobs, analyzer, gallery, providers, options, state, settings, force, compare, save_faces,
              report, quiet, json_out)
@@ -129,7 +139,7 @@ def _parse_devices(text: str) -> list[str]:
 
 
 def _settings(options, engine, model_set, steps, seed, tta, compare, save_faces, backend,
-              store: ProfileStore, generic: GenericStore) -> dict:
+              store: ProfileStore, generic: GenericStore, restorer: str | None = None) -> dict:
     """Everything that changes an output: options, engine, and which models (by version)."""
     models = {}
     for name in store.names():
@@ -143,6 +153,8 @@ def _settings(options, engine, model_set, steps, seed, tta, compare, save_faces,
         models["<generic>"] = {k: [a.file, str(a.created)] for k, a in g.artifacts.items()}
     except ProfileError:
         pass
+    if restorer is not None:
+        models["<adapted>"] = [restorer, AdaptedStore().info(restorer)["created"]]
     return {"options": dataclasses.asdict(options),
             "engine": engine, "model_set": model_set, "steps": steps, "seed": seed, "tta": tta,
             "compare": compare, "save_faces": save_faces, "backend": backend, "models": models}
