@@ -9,7 +9,6 @@ face too small or too blurry to hold detail, a duplicate.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -22,6 +21,7 @@ import numpy as np
 from .errors import FacefixError, UsageError
 from .faces import FaceAnalyzer, estimate_alignment, warp_face
 from .faces.types import Face, unit
+from .hashing import file_sha256
 from .photos import is_photo_path, read_photo
 
 log = logging.getLogger(__name__)
@@ -86,14 +86,6 @@ def sharpness(crop: np.ndarray) -> float:
     return float(cv2.Laplacian(gray, cv2.CV_64F).var())
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _psnr8(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
     return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
@@ -125,7 +117,7 @@ def select_references(
     # 1. read and detect; exact duplicate files are caught by content hash
     for path in photos:
         try:
-            digest = _sha256(path)
+            digest = file_sha256(path)
             if digest in seen:
                 rejected.append(Rejection(path, f"duplicate of {seen[digest]}"))
                 continue

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .errors import ModelError, UsageError
+from .hashing import file_sha256
 from .paths import cache_dir, offline
 
 log = logging.getLogger(__name__)
@@ -466,14 +467,6 @@ class VerifyReport:
         return not self.problems and all(c.ok for c in self.checks)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def git_blob_sha1(path: Path) -> str:
     """The git object id of a file, which the hub reports for non-LFS files."""
     data = Path(path).read_bytes()
@@ -502,7 +495,7 @@ def _write_manifest(ref: str, folder: Path, hub: dict[str, dict], revision: str 
     files = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         rel = path.relative_to(folder).as_posix()
-        files[rel] = hub.get(rel) or {"sha256": sha256_file(path), "size": path.stat().st_size}
+        files[rel] = hub.get(rel) or {"sha256": file_sha256(path), "size": path.stat().st_size}
     target = _manifest_path(ref, revision)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps({"ref": ref, "revision": revision, "files": files}, indent=2))
@@ -521,7 +514,7 @@ def _check_file(path: Path, rel: str, expected: dict, source: str) -> FileCheck:
     if "size" in expected and expected["size"] is not None and path.stat().st_size != expected["size"]:
         return FileCheck(rel, False, f"{expected['size']} bytes", f"{path.stat().st_size} bytes", source)
     if "sha256" in expected:
-        actual = sha256_file(path)
+        actual = file_sha256(path)
         return FileCheck(rel, actual == expected["sha256"], expected["sha256"], actual, source)
     actual = git_blob_sha1(path)
     return FileCheck(rel, actual == expected["git_sha1"], expected["git_sha1"], actual, source)

@@ -21,7 +21,7 @@ import numpy as np
 from .errors import UsageError
 from .faces import Alignment, FaceAnalyzer, estimate_alignment, paste_faces, warp_face
 from .faces.types import Face
-from .matching import Gallery, Match, assign
+from .matching import Gallery, assign
 from .photos import Photo, PhotoMeta, read_photo, write_photo
 from .restorers.base import CROP_SIZE, Restorer
 

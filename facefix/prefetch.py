@@ -47,7 +47,8 @@ from .pipeline import (
     restore_crops,
     write_outputs,
 )
-from .runstate import RunState, file_sha256
+from .hashing import file_sha256
+from .runstate import RunState
 
 log = logging.getLogger(__name__)
 

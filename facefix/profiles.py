@@ -44,6 +44,7 @@ import numpy as np
 
 from . import paths
 from .errors import ProfileError, UsageError
+from .hashing import file_sha256
 from .restorers.base import CROP_SIZE
 
 logger = logging.getLogger(__name__)
@@ -266,14 +267,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _parse_time(value: Any, manifest: Path) -> datetime:
@@ -651,7 +644,7 @@ class ProfileEditor:
             save_file(cpu, str(tmp), metadata=meta)
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
-            rel = f"artifacts/{kind.replace('/', '__')}-{_sha256_file(tmp)[:16]}.safetensors"
+            rel = f"artifacts/{kind.replace('/', '__')}-{file_sha256(tmp)[:16]}.safetensors"
             final = self._slot.path / rel
             if final.exists():
                 tmp.unlink()

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UsageError
+from .hashing import file_sha256
 
 STATE_NAME = ".facefix-runs.sqlite"
 SCHEMA_VERSION = 1
@@ -47,15 +48,6 @@ CREATE TABLE IF NOT EXISTS done (
     finished REAL NOT NULL
 );
 """
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """Content hash of a file, read in chunks (a 50 MP scan is never held twice)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def settings_key(settings: dict) -> str:

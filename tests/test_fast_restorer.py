@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from facefix.degrade import DegradationRecipe, degrade_level
+from facefix.degrade import DegradationRecipe
 from facefix.errors import ModelError, UsageError
 from facefix.restorers.base import Restorer
 from facefix.restorers.fast import TINY_CONFIG, FastRestorer

@@ -92,7 +92,6 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
 def apply_unet_lora(unet: torch.nn.Module, tensors: dict[str, torch.Tensor], settings: dict, adapter_name: str = ADAPTER) -> None:
     """Load a stage-1 LoRA (diffusers layout) into ``unet`` as a frozen adapter."""
     from diffusers.utils import convert_unet_state_dict_to_peft
-    from peft.utils import set_peft_model_state_dict
 
     stripped = {k[len("unet.") :]: v for k, v in tensors.items() if k.startswith("unet.")}
     if not stripped:
