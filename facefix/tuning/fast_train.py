@@ -66,7 +66,7 @@ class TrainConfig:
     batch: int = 8
     lr_scratch: float = 1e-3
     lr_finetune: float = 3e-4
-    warmup_steps: int = 50
+    warmup_steps: int = 100
     min_lr_frac: float = 0.05
     weight_decay: float = 0.0
     fft_weight: float = 0.05
