@@ -27,7 +27,6 @@ import hashlib
 import json
 import logging
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,8 +38,8 @@ import torch.nn.functional as F
 
 from ..errors import ModelError, UsageError
 from ..restorers.base import CROP_SIZE
-from ..restorers.fast import FastConfig, FastNet, resolve_precision
-from .fast_train import StepInfo, TrainConfig, TrainResult, _jsonable, _load_checkpoint, _lr_at, _save_checkpoint, restoration_loss
+from ..restorers.fast import FastConfig, FastNet
+from .fast_train import StepInfo, TrainConfig, TrainResult, _jsonable, _load_checkpoint, fit, restoration_loss
 
 log = logging.getLogger(__name__)
 
@@ -582,61 +581,18 @@ def finetune_on_pairs(
             rng.bit_generator.state = state["rng"]
             step, elapsed_before, history = int(state["step"]), float(state["elapsed"]), state["history"].tolist()
             log.info("resuming adaptation at step %d (%.0f s done)", step, elapsed_before)
-    amp = resolve_precision(tc.precision, dev)
     windows = PairWindows(inputs, targets, config, rng, grid=max(1, model_config.color_lock))
-    smoothed = history[-1] if history else None
-    interrupted, consistent = False, True
-    t0 = last_ckpt = time.monotonic()
-    run_steps = 0
-    elapsed = lambda: elapsed_before + time.monotonic() - t0  # noqa: E731
-    try:
-        while elapsed() < budget_s and (max_steps is None or step < max_steps):
-            bad, good = (t.to(dev) for t in windows.batch())
-            progress = elapsed() / budget_s if budget_s > 0 else 1.0
-            if max_steps:
-                progress = max(progress, step / max_steps)
-            lr = _lr_at(progress, step, tc.lr_finetune, tc)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            with torch.autocast(dev.type, dtype=amp, enabled=amp != torch.float32):
-                pred = net(bad)
-            loss = pair_loss(pred, good, bad, config)
-            opt.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss):
-                log.warning("non-finite loss at step %d; skipping the step", step)
-                continue
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), tc.clip_grad)
-            consistent = False  # Ctrl-C inside opt.step() falls back to the checkpoint
-            opt.step()
-            consistent = True
-            step += 1
-            run_steps += 1
-            value = float(loss.detach())
-            history.append(value)
-            smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
-            if ckpt is not None and time.monotonic() - last_ckpt >= tc.checkpoint_every_s:
-                _save_checkpoint(ckpt, net, opt, step, elapsed(), rng, history)
-                last_ckpt = time.monotonic()
-            if on_step is not None:
-                spent = time.monotonic() - t0
-                rate = run_steps / spent if spent > 0 else 0.0
-                total = step + int(max(0.0, budget_s - elapsed()) * rate)
-                total = min(total, max_steps) if max_steps is not None else total
-                eta = (total - step) / rate if rate > 0 else 0.0
-                on_step(StepInfo(step, total, value, smoothed, elapsed(), eta, lr))
-    except KeyboardInterrupt:
-        interrupted = True
-        log.warning("adaptation interrupted at step %d; keeping the last good weights", step)
-        if not consistent and ckpt is not None and ckpt.is_file():
-            state = _load_checkpoint(ckpt)
-            net.load_state_dict(state["model"])
-            step, history = int(state["step"]), state["history"].tolist()
-        elif ckpt is not None:
-            _save_checkpoint(ckpt, net, opt, step, elapsed(), rng, history)
-    else:
-        if ckpt is not None:
-            _save_checkpoint(ckpt, net, opt, step, elapsed(), rng, history)
+
+    def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        bad, good = windows.batch()
+        return good, bad
+
+    step, history, interrupted, seconds = fit(
+        net, opt, next_batch=next_batch, loss_fn=lambda pred, good, bad: pair_loss(pred, good, bad, config),
+        config=tc, peak_lr=tc.lr_finetune, budget_s=budget_s, max_steps=max_steps, rng=rng, ckpt_path=ckpt,
+        step=step, elapsed_before=elapsed_before, history=history, on_step=on_step, device=dev,
+        what="adaptation",
+    )
     net.eval()
     tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in net.state_dict().items()}
     from ..restorers.fast import FORMAT, FORMAT_VERSION
@@ -648,14 +604,14 @@ def finetune_on_pairs(
         "training": {
             "kind": "album-adaptation",
             "steps": step,
-            "seconds": round(elapsed(), 1),
+            "seconds": round(seconds, 1),
             "faces": int(len(inputs)),
             "seed": seed,
             "interrupted": interrupted,
             "finetune_config": _jsonable(asdict(config)),
         },
     }
-    log.info("adapted restorer: %d steps in %.0f s, loss %.4f", step, elapsed(), smoothed or float("nan"))
+    log.info("adapted restorer: %d steps in %.0f s, loss %.4f", step, seconds, history[-1] if history else float("nan"))
     return TrainResult(tensors, settings, step, interrupted, history)
 
 

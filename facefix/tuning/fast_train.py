@@ -208,6 +208,139 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
         raise ModelError(f"training checkpoint {path} is unreadable ({exc}); delete it and train without --resume") from exc
 
 
+def fit(
+    net: FastNet,
+    opt: torch.optim.Optimizer,
+    *,
+    next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    config: TrainConfig,
+    peak_lr: float,
+    budget_s: float,
+    max_steps: int | None,
+    rng: np.random.Generator,
+    ckpt_path: Path | None,
+    step: int,
+    elapsed_before: float,
+    history: list[float],
+    on_step: Callable[[StepInfo], None] | None,
+    device: torch.device,
+    what: str,
+) -> tuple[int, list[float], bool, float]:
+    """The optimisation loop every fast-restorer training shares.
+
+    Warm-up + cosine over the budget, wild batches skipped and a roll-back with
+    half the learning rate on divergence, atomic checkpoints every
+    ``config.checkpoint_every_s``, and Ctrl-C keeping the last good weights.
+
+    Args:
+        net, opt: the network (in train mode, on ``device``) and its optimiser.
+        next_batch: returns ``(target, input)`` CPU tensors (N, 3, H, W).
+        loss_fn: ``loss_fn(prediction, target, input)``.
+        rng: the data generator (saved in checkpoints).
+        ckpt_path: checkpoint file, or None.
+        step, elapsed_before, history: where a resumed run starts.
+        what: names the run in log messages.
+
+    Returns:
+        ``(steps, loss history, interrupted, seconds)``, counting resumed ones.
+    """
+    amp_dtype = resolve_precision(config.precision, device)
+    consistent = True  # False only while the optimiser is changing the weights
+    smoothed = history[-1] if history else None
+    interrupted = False
+    t0 = time.monotonic()
+    last_ckpt = t0
+    steps_this_run = 0
+    skipped = 0  # consecutive skipped steps
+    lr_scale = 1.0  # halved on every recovery from divergence
+    snapshot: dict[str, Any] | None = None  # last known-good model + optimiser, for recovery
+
+    def elapsed() -> float:
+        return elapsed_before + time.monotonic() - t0
+
+    def done() -> bool:
+        return elapsed() >= budget_s or (max_steps is not None and step >= max_steps)
+
+    try:
+        while not done():
+            clean, bad = next_batch()
+            clean, bad = clean.to(device), bad.to(device)
+            progress = elapsed() / budget_s if budget_s > 0 else 1.0
+            if max_steps:
+                progress = max(progress, step / max_steps)
+            lr = _lr_at(progress, step, peak_lr, config) * lr_scale
+            for g in opt.param_groups:
+                g["lr"] = lr
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
+                pred = net(bad)
+            loss = loss_fn(pred, clean, bad)
+            value = float(loss.detach())
+            if not math.isfinite(value) or (
+                smoothed is not None and step > config.warmup_steps and value > config.spike_factor * smoothed
+            ):
+                # One wild batch is skipped; a run of them means the weights blew up (seen
+                # from lr 1.5e-3 on): go back to the last snapshot with half the learning rate.
+                opt.zero_grad(set_to_none=True)
+                skipped += 1
+                logger.debug("loss %.4g at step %d far above the running %.4g; step skipped", value, step, smoothed)
+                if skipped >= 3:
+                    if snapshot is None or lr_scale < 1 / 16:
+                        raise ModelError(
+                            f"fast-restorer training diverged at step {step} (loss {value:.4g}); "
+                            "lower TrainConfig.lr_scratch / lr_finetune"
+                        )
+                    net.load_state_dict(snapshot["model"])
+                    opt.load_state_dict(snapshot["optimizer"])
+                    step, smoothed = snapshot["step"], snapshot["smoothed"]
+                    del history[step:]
+                    lr_scale *= 0.5
+                    skipped = 0
+                    logger.warning("training diverged; back to step %d with the learning rate halved", step)
+                continue
+            if step % config.snapshot_every == 0:  # these weights just gave a normal loss
+                snapshot = {"model": copy.deepcopy(net.state_dict()), "optimizer": copy.deepcopy(opt.state_dict()),
+                            "step": step, "smoothed": smoothed}
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), config.clip_grad)
+            consistent = False  # an interrupt inside opt.step() falls back to the checkpoint
+            opt.step()
+            consistent = True
+            skipped = 0  # only a run of skipped steps means divergence
+            step += 1
+            steps_this_run += 1
+            history.append(value)
+            smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
+            if ckpt_path is not None and time.monotonic() - last_ckpt >= config.checkpoint_every_s:
+                _save_checkpoint(ckpt_path, net, opt, step, elapsed(), rng, history)
+                last_ckpt = time.monotonic()
+            if on_step is not None:
+                spent = time.monotonic() - t0
+                rate = steps_this_run / spent if spent > 0 else 0.0
+                left_s = max(0.0, budget_s - elapsed())
+                total = step + int(left_s * rate)
+                if max_steps is not None:
+                    total = min(total, max_steps)
+                eta = (total - step) / rate if rate > 0 else left_s
+                on_step(StepInfo(step, total, value, smoothed, elapsed(), eta, lr))
+    except KeyboardInterrupt:
+        interrupted = True
+        logger.warning("%s interrupted at step %d; keeping the last good weights", what, step)
+        if not consistent and ckpt_path is not None and ckpt_path.is_file():
+            # Stopped inside the optimiser step: the checkpoint is the last good state.
+            state = _load_checkpoint(ckpt_path)
+            net.load_state_dict(state["model"])
+            step, history = int(state["step"]), state["history"].tolist()
+        elif ckpt_path is not None:
+            _save_checkpoint(ckpt_path, net, opt, step, elapsed(), rng, history)
+    else:
+        if ckpt_path is not None:
+            _save_checkpoint(ckpt_path, net, opt, step, elapsed(), rng, history)
+
+    return step, history, interrupted, elapsed()
+
+
 def train_fast(
     targets: np.ndarray,
     *,
@@ -276,99 +409,12 @@ def train_fast(
         elif resume:
             logger.info("no checkpoint in %s; starting fresh", checkpoint_dir)
 
-    amp_dtype = resolve_precision(config.precision, dev)
-    sampler = PairSampler(targets, config, rng)
-    consistent = True  # False only while the optimiser is changing the weights
-    smoothed = history[-1] if history else None
-    interrupted = False
-    t0 = time.monotonic()
-    last_ckpt = t0
-    steps_this_run = 0
-    skipped = 0  # consecutive skipped steps
-    lr_scale = 1.0  # halved on every recovery from divergence
-    snapshot: dict[str, Any] | None = None  # last known-good model + optimiser, for recovery
-
-    def elapsed() -> float:
-        return elapsed_before + time.monotonic() - t0
-
-    def done() -> bool:
-        return elapsed() >= budget_s or (max_steps is not None and step >= max_steps)
-
-    try:
-        while not done():
-            clean, bad = sampler.batch()
-            clean, bad = clean.to(dev), bad.to(dev)
-            progress = elapsed() / budget_s if budget_s > 0 else 1.0
-            if max_steps:
-                progress = max(progress, step / max_steps)
-            lr = _lr_at(progress, step, peak_lr, config) * lr_scale
-            for g in opt.param_groups:
-                g["lr"] = lr
-            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
-                pred = net(bad)
-            loss = restoration_loss(pred, clean, config)
-            value = float(loss.detach())
-            if not math.isfinite(value) or (
-                smoothed is not None and step > config.warmup_steps and value > config.spike_factor * smoothed
-            ):
-                # One wild batch is skipped; a run of them means the weights blew up (seen
-                # from lr 1.5e-3 on): go back to the last snapshot with half the learning rate.
-                opt.zero_grad(set_to_none=True)
-                skipped += 1
-                logger.debug("loss %.4g at step %d far above the running %.4g; step skipped", value, step, smoothed)
-                if skipped >= 3:
-                    if snapshot is None or lr_scale < 1 / 16:
-                        raise ModelError(
-                            f"fast-restorer training diverged at step {step} (loss {value:.4g}); "
-                            "lower TrainConfig.lr_scratch / lr_finetune"
-                        )
-                    net.load_state_dict(snapshot["model"])
-                    opt.load_state_dict(snapshot["optimizer"])
-                    step, smoothed = snapshot["step"], snapshot["smoothed"]
-                    del history[step:]
-                    lr_scale *= 0.5
-                    skipped = 0
-                    logger.warning("training diverged; back to step %d with the learning rate halved", step)
-                continue
-            if step % config.snapshot_every == 0:  # these weights just gave a normal loss
-                snapshot = {"model": copy.deepcopy(net.state_dict()), "optimizer": copy.deepcopy(opt.state_dict()),
-                            "step": step, "smoothed": smoothed}
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), config.clip_grad)
-            consistent = False  # an interrupt inside opt.step() falls back to the checkpoint
-            opt.step()
-            consistent = True
-            skipped = 0  # only a run of skipped steps means divergence
-            step += 1
-            steps_this_run += 1
-            history.append(value)
-            smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
-            if ckpt_path is not None and time.monotonic() - last_ckpt >= config.checkpoint_every_s:
-                _save_checkpoint(ckpt_path, net, opt, step, elapsed(), rng, history)
-                last_ckpt = time.monotonic()
-            if on_step is not None:
-                spent = time.monotonic() - t0
-                rate = steps_this_run / spent if spent > 0 else 0.0
-                left_s = max(0.0, budget_s - elapsed())
-                total = step + int(left_s * rate)
-                if max_steps is not None:
-                    total = min(total, max_steps)
-                eta = (total - step) / rate if rate > 0 else left_s
-                on_step(StepInfo(step, total, value, smoothed, elapsed(), eta, lr))
-    except KeyboardInterrupt:
-        interrupted = True
-        logger.warning("training interrupted at step %d; keeping the last good weights", step)
-        if not consistent and ckpt_path is not None and ckpt_path.is_file():
-            # Stopped inside the optimiser step: the checkpoint is the last good state.
-            state = _load_checkpoint(ckpt_path)
-            net.load_state_dict(state["model"])
-            step, history = int(state["step"]), state["history"].tolist()
-        elif ckpt_path is not None:
-            _save_checkpoint(ckpt_path, net, opt, step, elapsed(), rng, history)
-    else:
-        if ckpt_path is not None:
-            _save_checkpoint(ckpt_path, net, opt, step, elapsed(), rng, history)
+    step, history, interrupted, seconds = fit(
+        net, opt, next_batch=PairSampler(targets, config, rng).batch,
+        loss_fn=lambda pred, clean, bad: restoration_loss(pred, clean, config),
+        config=config, peak_lr=peak_lr, budget_s=budget_s, max_steps=max_steps, rng=rng, ckpt_path=ckpt_path,
+        step=step, elapsed_before=elapsed_before, history=history, on_step=on_step, device=dev, what="training",
+    )
 
     net.eval()
     tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in net.state_dict().items()}
@@ -378,7 +424,7 @@ def train_fast(
         "config": model_config.to_dict(),
         "training": {
             "steps": step,
-            "seconds": round(elapsed(), 1),
+            "seconds": round(seconds, 1),
             "faces": int(len(targets)),
             "seed": seed,
             "from": "init" if init is not None else "scratch",
@@ -386,7 +432,8 @@ def train_fast(
             "train_config": _jsonable(asdict(config)),
         },
     }
-    logger.info("fast restorer trained: %d steps in %.0f s, final loss %.4f", step, elapsed(), smoothed or float("nan"))
+    logger.info("fast restorer trained: %d steps in %.0f s, final loss %.4f", step, seconds,
+                history[-1] if history else float("nan"))
     return TrainResult(tensors, settings, step, interrupted, history)
 
 
