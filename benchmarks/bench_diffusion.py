@@ -20,10 +20,13 @@ restore and one training step of each stage), unless ``--no-cpu``.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
+import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +34,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facefix.diffusion_parts import build_random_sd15  # noqa: E402
-from facefix.restorers.diffusion import DiffusionRestorer, SamplerSettings  # noqa: E402
-from facefix.tuning.generic_faces import generate_images, generic_prompts  # noqa: E402
-from facefix.tuning.lora import UNET_TARGETS, add_lora  # noqa: E402
-from facefix.tuning.stage1 import Stage1Config, train_stage1  # noqa: E402
-from facefix.tuning.stage2 import Stage2Config, train_stage2  # noqa: E402
+from facefix.diffusion_parts import build_random_sd15
+from facefix.restorers.diffusion import DiffusionRestorer, SamplerSettings
+from facefix.tuning.common import checkpointing_for
+from facefix.tuning.dual_pivot import DualPivotConfig
+from facefix.tuning.generic_faces import generate_images, generic_prompts
+from facefix.tuning.lora import UNET_TARGETS, add_lora
+from facefix.tuning.stage1 import Stage1Config, train_stage1
+from facefix.tuning.stage2 import Stage2Config, train_stage2
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -53,46 +58,128 @@ def reset_peak(device: str) -> None:
 
 
 def peak_gb(device: str) -> float | None:
-    return torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
+    return (
+        torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
+    )
 
 
-def fresh_parts(device: str, dtype: torch.dtype, attention: str):
+def fresh_parts(args, device: str | None = None, dtype: torch.dtype | None = None):
+    """A model set at real size with random weights (or tiny, for a dry run of this script)."""
     torch.manual_seed(0)
-    parts = build_random_sd15(device=device, dtype=dtype)
-    if attention == "xformers":
+    device = device or args.device
+    dtype = dtype or DTYPES[args.dtype]
+    if args.tiny:
+        import tempfile
+
+        from tests.tiny_diffusion import tiny_parts
+
+        parts = tiny_parts(Path(tempfile.mkdtemp())).to(device=device, dtype=dtype)
+    else:
+        parts = build_random_sd15(device=device, dtype=dtype)
+    if args.attention == "xformers":
         parts.unet.enable_xformers_memory_efficient_attention()
         parts.guide.enable_xformers_memory_efficient_attention()
     return parts
+
+
+def release(*objects) -> None:
+    del objects
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def faces(n: int, size: int = 512) -> np.ndarray:
     return np.random.default_rng(0).uniform(0, 1, (n, size, size, 3)).astype(np.float32)
 
 
-def bench_restore(args, steps: int, batch: int, low_vram: bool = False) -> dict:
-    parts = fresh_parts("cpu" if low_vram else args.device, DTYPES[args.dtype], args.attention)
-    add_lora(parts.unet, 16, 16, UNET_TARGETS)  # a person's LoRA, fused below as in real use
-    parts.unet.requires_grad_(False)
-    settings = SamplerSettings(steps=steps, batch_size=batch, low_vram=low_vram)
-    restorer = DiffusionRestorer(parts, prompt="a photo of sks person", settings=settings, device=args.device)
-    crops = faces(batch)
-    restorer.restore(crops[:1])  # warm-up: kernels, allocator
+def time_restore(args, restorer, steps: int, batch: int, **labels) -> dict:
+    """Median seconds per face over ``args.repeats`` restores of ``batch`` faces."""
+    restorer.settings = replace(restorer.settings, steps=steps, batch_size=batch)
+    crops = faces(batch, args.size)
+    restorer.restore(crops)  # warm-up at this shape (a CUDA graph is captured here)
     reset_peak(args.device)
-    sync(args.device)
-    start = time.perf_counter()
+    times = []
     for _ in range(args.repeats):
+        sync(args.device)
+        start = time.perf_counter()
         restorer.restore(crops)
-    sync(args.device)
-    seconds = (time.perf_counter() - start) / args.repeats
-    return {
-        "what": "restore", "steps": steps, "batch": batch, "low_vram": low_vram,
-        "s_per_face": seconds / batch, "peak_gb": peak_gb(args.device),
-    }  # fmt: skip
+        sync(args.device)
+        times.append(time.perf_counter() - start)
+    row = {"what": "restore", **labels, "steps": steps, "batch": batch,
+           "cuda_graphs": restorer._graphed is not None and not restorer._graphed.failed,
+           "s_per_face": statistics.median(times) / batch, "peak_gb": peak_gb(args.device)}  # fmt: skip
+    return emit(args, row)
 
 
-def _timed_training(args, stage: str, steps: int) -> dict:
-    parts = fresh_parts(args.device, DTYPES[args.dtype], args.attention)
+def drop_graphs(restorer) -> None:
+    if restorer._graphed is not None:
+        restorer._graphed.clear()
+
+
+def make_restorer(args, parts, **settings) -> DiffusionRestorer:
+    return DiffusionRestorer(
+        parts,
+        prompt="a photo of sks person",
+        settings=SamplerSettings(**settings),
+        device=args.device,
+    )
+
+
+def bench_restores(args) -> None:
+    """Restore speed: the CLI's unfused adapters, then fused, with and without CUDA graphs."""
+    parts = fresh_parts(args)
+    add_lora(parts.unet, 16, 16, UNET_TARGETS)  # a person's LoRA
+    parts.unet.requires_grad_(False)
+    dtype = args.dtype
+    # As `facefix restore` runs it: adapters active, not fused (people switch).
+    for graphs in (True, False):
+        restorer = make_restorer(args, parts, fuse_lora=False, cuda_graphs=graphs)
+        for batch in (1, args.batch):
+            time_restore(args, restorer, 25, batch, dtype=dtype, lora="active")
+        drop_graphs(restorer)
+    # Fused (one person, e.g. a folder of one family member).
+    eager = make_restorer(args, parts, fuse_lora=True, cuda_graphs=False)
+    graphed = make_restorer(args, parts, fuse_lora=True, cuda_graphs=True)
+    crops = faces(2, args.size)
+    same = np.abs(eager.restore(crops) - graphed.restore(crops)).max()
+    emit(
+        args,
+        {
+            "what": "graphs vs eager",
+            "max_abs_diff": float(same),
+            "batch": 2,
+            "steps": 25,
+        },
+    )
+    for steps in (20, 25, 50):
+        for batch in (1, args.batch):
+            time_restore(args, graphed, steps, batch, dtype=dtype, lora="fused")
+    for batch in (1, args.batch):
+        time_restore(args, eager, 25, batch, dtype=dtype, lora="fused")
+    drop_graphs(graphed)
+    for extra in args.also_dtype:
+        if extra != dtype:
+            other = make_restorer(args, parts.to(dtype=DTYPES[extra]), cuda_graphs=True)
+            for batch in (1, args.batch):
+                time_restore(args, other, 25, batch, dtype=extra, lora="fused")
+            drop_graphs(other)
+    release(parts, eager, graphed)
+
+
+def bench_low_vram(args) -> None:
+    parts = fresh_parts(args, device="cpu")
+    add_lora(parts.unet, 16, 16, UNET_TARGETS)
+    parts.unet.requires_grad_(False)
+    restorer = make_restorer(args, parts, low_vram=True)
+    time_restore(args, restorer, 25, 1, dtype=args.dtype, lora="fused", low_vram=True)
+    release(parts, restorer)
+
+
+def _timed_training(args, stage: str, steps: int, checkpointing: bool) -> dict:
+    parts = fresh_parts(args)
     mp = {"fp16": "fp16", "bf16": "bf16", "fp32": "no"}[args.dtype]
+    batch = {"batch_size": args.train_batch} if args.train_batch else {}
     times: list[float] = []
 
     def tick(_report) -> None:
@@ -101,26 +188,164 @@ def _timed_training(args, stage: str, steps: int) -> dict:
 
     reset_peak(args.device)
     if stage == "stage1":
-        config = Stage1Config(steps=steps, mixed_precision=mp, attention=args.attention, gradient_checkpointing=not args.no_checkpointing)
-        train_stage1(parts, faces(10), config, progress=tick)
+        config = Stage1Config(
+            steps=steps,
+            mixed_precision=mp,
+            attention=args.attention,
+            gradient_checkpointing=checkpointing,
+            **batch,
+        )
+        train_stage1(parts, faces(10, args.size), config, progress=tick)
     else:
         add_lora(parts.unet, 16, 16, UNET_TARGETS)
-        config = Stage2Config(steps=steps, mixed_precision=mp, attention=args.attention, gradient_checkpointing=not args.no_checkpointing)
-        noisy = lambda face, rng: np.clip(face + rng.normal(0, 0.05, face.shape), 0, 1).astype(np.float32)  # noqa: E731
-        train_stage2(parts, faces(8), noisy, pivot_prompt="a photo of sks person", config=config, progress=tick)
-    # The first step pays for warm-up; rate over the rest.
-    rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else float("nan")
-    return {"what": stage, "batch": config.batch_size, "steps_per_s": rate, "peak_gb": peak_gb(args.device)}
+        config = Stage2Config(
+            steps=steps,
+            mixed_precision=mp,
+            attention=args.attention,
+            gradient_checkpointing=checkpointing,
+            **batch,
+        )
+        noisy = lambda face, rng: np.clip(
+            face + rng.normal(0, 0.05, face.shape), 0, 1
+        ).astype(np.float32)
+        train_stage2(
+            parts,
+            faces(8, args.size),
+            noisy,
+            pivot_prompt="a photo of sks person",
+            config=config,
+            progress=tick,
+        )
+    # The first steps pay for warm-up: the median step time over the rest.
+    gaps = np.diff(times[2:]) if len(times) > 3 else np.diff(times)
+    rate = 1.0 / float(np.median(gaps)) if len(gaps) else float("nan")
+    row = {
+        "what": stage,
+        "batch": config.batch_size,
+        "checkpointing": checkpointing,
+        "steps_per_s": rate,
+        "peak_gb": peak_gb(args.device),
+    }
+    release(parts)
+    return emit(args, row)
 
 
 def bench_painting(args, n: int = 4, steps: int = 25) -> dict:
-    parts = fresh_parts(args.device, DTYPES[args.dtype], args.attention)
+    parts = fresh_parts(args)
     generate_images(parts, generic_prompts(1), steps=2, batch_size=1)  # warm-up
+    reset_peak(args.device)
     sync(args.device)
     start = time.perf_counter()
     generate_images(parts, generic_prompts(n), steps=steps, batch_size=n)
     sync(args.device)
-    return {"what": "paint generic face", "steps": steps, "s_per_image": (time.perf_counter() - start) / n}
+    row = {
+        "what": "paint generic face",
+        "steps": steps,
+        "s_per_image": (time.perf_counter() - start) / n,
+        "peak_gb": peak_gb(args.device),
+    }
+    release(parts)
+    return emit(args, row)
+
+
+RESULTS: list[dict] = []
+
+
+def emit(args, row: dict) -> dict:
+    """Print a row as soon as it is measured and keep the JSON file current (a cut-off run keeps its rows)."""
+    RESULTS.append(row)
+    print(
+        "  ".join(
+            f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in row.items()
+        ),
+        flush=True,
+    )
+    if args.json:
+        args.json.write_text(json.dumps({"info": INFO, "results": RESULTS}, indent=2))
+    return row
+
+
+def attempt(args, label: str, fn) -> None:
+    """Run one measurement; a failure is recorded and the rest still run."""
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001 - a benchmark reports and goes on
+        emit(args, {"what": label, "error": f"{type(exc).__name__}: {exc}"[:300]})
+    finally:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+INFO: dict = {}
+
+
+def run_full(args) -> None:
+    if args.only != "train":
+        attempt(args, "restore", lambda: bench_restores(args))
+    if args.only == "restore":
+        return
+    if args.only is None and not args.skip_low_vram:
+        attempt(args, "restore low_vram", lambda: bench_low_vram(args))
+    if args.only == "train":
+        args.also_dtype = []
+    for stage in ("stage1", "stage2"):
+        for checkpointing in (True, False):
+            attempt(
+                args,
+                stage,
+                lambda stage=stage, c=checkpointing: _timed_training(
+                    args, stage, args.train_steps, c
+                ),
+            )
+    attempt(args, "paint generic face", lambda: bench_painting(args))
+    auto = checkpointing_for("auto", torch.device(args.device))  # what enroll uses here
+    s1 = next(
+        (
+            r
+            for r in RESULTS
+            if r["what"] == "stage1"
+            and r.get("checkpointing") == auto
+            and "steps_per_s" in r
+        ),
+        None,
+    )
+    s2 = next(
+        (
+            r
+            for r in RESULTS
+            if r["what"] == "stage2"
+            and r.get("checkpointing") == auto
+            and "steps_per_s" in r
+        ),
+        None,
+    )
+    paint = next(
+        (
+            r
+            for r in RESULTS
+            if r["what"] == "paint generic face" and "s_per_image" in r
+        ),
+        None,
+    )
+    if s1 and s2 and paint:
+        training = (
+            Stage1Config().steps / s1["steps_per_s"]
+            + Stage2Config().steps / s2["steps_per_s"]
+        )
+        painting = (
+            DualPivotConfig().class_images + DualPivotConfig().generic_faces
+        ) * paint["s_per_image"]
+        emit(
+            args,
+            {
+                "what": "enroll estimate",
+                "s_training": training,
+                "s_painting_once": painting,
+                "checkpointing": auto,
+            },
+        )
 
 
 @torch.no_grad()
@@ -133,62 +358,98 @@ def bench_cpu_step() -> list[dict]:
     t = torch.tensor([500])
     rows = []
     for label, fn in (
-        ("cpu unet+guide step", lambda: parts.predict_noise(latents, t, embeds[:1], embeds[1:], condition)),
+        (
+            "cpu unet+guide step",
+            lambda: parts.predict_noise(latents, t, embeds[:1], embeds[1:], condition),
+        ),
         ("cpu vae decode", lambda: parts.vae_decode(latents)),
     ):
         fn()  # warm-up
         start = time.perf_counter()
         fn()
-        rows.append({"what": label, "seconds": time.perf_counter() - start, "threads": torch.get_num_threads()})
+        rows.append(
+            {
+                "what": label,
+                "seconds": time.perf_counter() - start,
+                "threads": torch.get_num_threads(),
+            }
+        )
     return rows
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu"
+    )
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp16")
-    parser.add_argument("--attention", choices=["sdpa", "xformers", "sliced"], default="sdpa")
-    parser.add_argument("--batch", type=int, default=8, help="faces in the batched restore measurement")
+    parser.add_argument(
+        "--also-dtype",
+        nargs="*",
+        default=["bf16"],
+        choices=sorted(DTYPES),
+        help="restore at 25 steps in these dtypes too",
+    )
+    parser.add_argument(
+        "--attention", choices=["sdpa", "xformers", "sliced"], default="sdpa"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=8, help="faces in the batched restore measurement"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--train-steps", type=int, default=20)
-    parser.add_argument("--no-checkpointing", action="store_true", help="train without gradient checkpointing")
-    parser.add_argument("--no-cpu", action="store_true", help="exit instead of a reduced CPU run")
+    parser.add_argument(
+        "--train-batch",
+        type=int,
+        default=None,
+        help="stage 1/2 batch (default: their configs')",
+    )
+    parser.add_argument(
+        "--only",
+        choices=["restore", "train"],
+        help="run one part of the full measurement",
+    )
+    parser.add_argument("--size", type=int, default=512, help="face crop size")
+    parser.add_argument("--skip-low-vram", action="store_true")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="run the GPU measurements on any device (a dry run with --tiny)",
+    )
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="tiny random parts instead of real size (checks the script)",
+    )
+    parser.add_argument(
+        "--no-cpu", action="store_true", help="exit instead of a reduced CPU run"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()
-
-    results: list[dict] = []
-    info = {"torch": torch.__version__, "device": args.device, "dtype": args.dtype, "attention": args.attention, "host": platform.node()}
+    INFO.update({"torch": torch.__version__, "device": args.device, "dtype": args.dtype, "attention": args.attention,
+                 "host": platform.node(), "tiny": args.tiny})  # fmt: skip
     if args.device.startswith("cuda"):
-        info["gpu"] = torch.cuda.get_device_name()
-        for steps in (20, 25, 50):
-            for batch in (1, args.batch):
-                results.append(bench_restore(args, steps, batch))
-        results.append(bench_restore(args, 25, 1, low_vram=True))
-        results.append(_timed_training(args, "stage1", args.train_steps))
-        results.append(_timed_training(args, "stage2", args.train_steps))
-        results.append(bench_painting(args))
-        s1 = next(r for r in results if r["what"] == "stage1")
-        s2 = next(r for r in results if r["what"] == "stage2")
-        paint = next(r for r in results if r["what"] == "paint generic face")
-        first = Stage1Config().steps / s1["steps_per_s"] + Stage2Config().steps / s2["steps_per_s"]
-        painting = (100 + 200) * paint["s_per_image"]
-        results.append({"what": "enroll estimate", "s_training": first, "s_painting_once": painting})
+        INFO["gpu"] = torch.cuda.get_device_name()
+    print(json.dumps(INFO), flush=True)
+    if args.device.startswith("cuda") or args.full:
+        run_full(args)
     else:
-        print("no CUDA device: this benchmark needs a GPU for real numbers;", file=sys.stderr)
+        print(
+            "no CUDA device: this benchmark needs a GPU for real numbers;",
+            file=sys.stderr,
+        )
         if args.no_cpu:
             return 1
-        print("running a reduced CPU measurement: one fp32 UNet+guide step and one VAE decode at 512 px", file=sys.stderr)
-        info["dtype"] = "fp32"
-        results.extend(bench_cpu_step())
-
-    print(json.dumps(info))
-    for row in results:
-        print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-    if args.json:
-        args.json.write_text(json.dumps({"info": info, "results": results}, indent=2))
+        print(
+            "running a reduced CPU measurement: one fp32 UNet+guide step and one VAE decode at 512 px",
+            file=sys.stderr,
+        )
+        INFO["dtype"] = "fp32"
+        for row in bench_cpu_step():
+            emit(args, row)
     return 0
 
 

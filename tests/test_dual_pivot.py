@@ -178,3 +178,13 @@ def test_run_dual_pivot_returns_both_artifacts(parts, references, tmp_path):
     assert [r.stage for r in reports] == ["stage1"] * 3 + ["stage2"] * 3
     assert (tmp_path / "stage1" / common.CHECKPOINT).is_file()
     assert (tmp_path / "stage2" / common.CHECKPOINT).is_file()
+
+
+def test_gradient_checkpointing_auto_is_off_where_memory_is_not_short():
+    from facefix.tuning.common import checkpointing_for
+
+    assert checkpointing_for("auto", torch.device("cpu")) is False
+    assert checkpointing_for(True, torch.device("cpu")) is True
+    assert checkpointing_for(False, torch.device("cpu")) is False
+    with pytest.raises(ValueError, match="gradient_checkpointing"):
+        checkpointing_for("sometimes", torch.device("cpu"))

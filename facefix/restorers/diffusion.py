@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from ..colorfix import color_fix
 from ..errors import ModelError, ProfileError
 from .base import Restorer, check_crops
+from .graphs import GraphedDenoiser
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class SamplerSettings:
         seed: base seed; faces are seeded from it and their index.
         low_vram: attention slicing, VAE tiling/slicing and model CPU offload (6-8 GB cards).
         fuse_lora: fold LoRA adapters into the weights once (faster sampling).
+        cuda_graphs: on CUDA (without ``low_vram``), replay each denoising
+            step from a CUDA graph (2x faster at batch 1; see docs/benchmarks.md).
         negative_prompt: the unconditional prompt when ``guidance_scale > 1``.
     """
 
@@ -65,6 +68,7 @@ class SamplerSettings:
     low_vram: bool = False
     fuse_lora: bool = True
     negative_prompt: str = ""
+    cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.steps <= 1000:
@@ -184,6 +188,8 @@ class DiffusionRestorer:
             parts.vae.enable_tiling()
             parts.vae.enable_slicing()
             parts.to("cpu")
+        graphs = settings.cuda_graphs and self.device.type == "cuda" and not settings.low_vram
+        self._graphed = GraphedDenoiser(self._denoise) if graphs else None
         # The prompts never change: encode them once, then the text encoder can rest on the CPU.
         with self._on_device(parts.text_encoder):
             prompts = [prompt, "", settings.negative_prompt]
@@ -249,6 +255,18 @@ class DiffusionRestorer:
                 module.to("cpu")
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
+
+    def _denoise(self, latents, t, unet_embeds, guide_embeds, condition) -> torch.Tensor:
+        return self.parts.predict_noise(
+            latents, t, unet_embeds, guide_embeds, condition, guide_scale=self.settings.guide_scale
+        )
+
+    def _predict(self, latents, t, unet_embeds, guide_embeds, condition) -> torch.Tensor:
+        """One denoiser call: replayed from a CUDA graph when enabled, else eager."""
+        if self._graphed is None or self.settings.low_vram or not self.settings.cuda_graphs:
+            return self._denoise(latents, t, unet_embeds, guide_embeds, condition)
+        t = t.reshape(()) if torch.is_tensor(t) else torch.tensor(t, device=latents.device)
+        return self._graphed(latents, t, unet_embeds, guide_embeds, condition, tag=self.settings.guide_scale)
 
     def _noise(self, shape, start: int, count: int) -> torch.Tensor:
         noises = []
@@ -330,9 +348,7 @@ class DiffusionRestorer:
             for t in timesteps:
                 model_in = torch.cat([latents, latents]) if cfg else latents
                 model_in = scheduler.scale_model_input(model_in, t).to(self.dtype)
-                pred = parts.predict_noise(
-                    model_in, t, unet_embeds, guide_embeds, condition, guide_scale=s.guide_scale
-                ).float()
+                pred = self._predict(model_in, t, unet_embeds, guide_embeds, condition).float()
                 if cfg:
                     uncond, cond = pred.chunk(2)
                     pred = uncond + s.guidance_scale * (cond - uncond)

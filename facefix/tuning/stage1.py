@@ -48,7 +48,9 @@ class Stage1Config:
         flip: also train on mirrored references.
         seed: seed of every random draw.
         mixed_precision: ``auto`` (fp16/bf16 autocast on CUDA), ``fp16``, ``bf16`` or ``no``.
-        gradient_checkpointing: trade compute for activation memory.
+        gradient_checkpointing: trade compute for activation memory; ``auto``:
+            only on CUDA cards under 16 GiB (on an H100 it halved the step rate and
+            saved no memory at batch 2, docs/benchmarks.md).
         attention: ``sdpa``, ``xformers`` or ``sliced``.
         checkpoint_every: steps between resumable checkpoints.
     """
@@ -68,7 +70,7 @@ class Stage1Config:
     flip: bool = True
     seed: int = 0
     mixed_precision: str = "auto"
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool | str = "auto"
     attention: str = "sdpa"
     checkpoint_every: int = 100
 
@@ -148,7 +150,8 @@ def train_stage1(
         class_mean, class_std = common.encode_distribution(parts, common.to_model_images(class_images, res, device))
 
     params = add_lora(unet, config.rank, config.alpha, config.targets, seed=config.seed)
-    if config.gradient_checkpointing:
+    checkpointing = common.checkpointing_for(config.gradient_checkpointing, device)
+    if checkpointing:
         unet.enable_gradient_checkpointing()
     common.set_attention(unet, config.attention)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -204,7 +207,7 @@ def train_stage1(
     finally:
         unet.eval()
         unet.requires_grad_(False)
-        if config.gradient_checkpointing:
+        if checkpointing:
             unet.disable_gradient_checkpointing()
     tensors = unet_lora_tensors(unet)
     settings["steps_done"] = len(losses)

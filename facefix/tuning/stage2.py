@@ -56,7 +56,8 @@ class Stage2Config:
         flip: also use mirrored faces.
         seed: seed of every random draw (degradations included).
         mixed_precision: ``auto``, ``fp16``, ``bf16`` or ``no``.
-        gradient_checkpointing: on both UNet and guide.
+        gradient_checkpointing: on both UNet and guide; ``auto``: only on CUDA
+            cards under 16 GiB (see stage 1).
         attention: ``sdpa``, ``xformers`` or ``sliced``.
         checkpoint_every: steps between resumable checkpoints.
     """
@@ -75,7 +76,7 @@ class Stage2Config:
     flip: bool = True
     seed: int = 0
     mixed_precision: str = "auto"
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool | str = "auto"
     attention: str = "sdpa"
     checkpoint_every: int = 100
 
@@ -154,7 +155,8 @@ def train_stage2(
         guide, config.rank, config.alpha, config.targets, config.full_modules, seed=config.seed
     )
     settings["lora_modules"] = lora_modules
-    if config.gradient_checkpointing:
+    checkpointing = common.checkpointing_for(config.gradient_checkpointing, device)
+    if checkpointing:
         unet.enable_gradient_checkpointing()
         guide.enable_gradient_checkpointing()
     common.set_attention(unet, config.attention)
@@ -216,7 +218,7 @@ def train_stage2(
     finally:
         guide.eval()
         guide.requires_grad_(False)
-        if config.gradient_checkpointing:
+        if checkpointing:
             unet.disable_gradient_checkpointing()
             guide.disable_gradient_checkpointing()
     settings["steps_done"] = len(losses)
