@@ -17,6 +17,7 @@ Needs the network once (PyPI) unless the sdist is already in the cache.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -26,6 +27,8 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 SDIST = "face_recognition==1.3.0"
 
@@ -45,6 +48,27 @@ def fetch_photos(cache: Path) -> Path:
     return folder
 
 
+def add_sample_people(store, analyzer) -> None:
+    """Every face in the sample photos that installed packages ship, one profile each."""
+    from facefix import samples
+    from facefix.faces import estimate_alignment, warp_face
+    from facefix.hashing import file_sha256
+    from facefix.photos import read_photo
+
+    sources = [samples.insightface_image("t1.jpg"), samples.insightface_image("Tom_Hanks_54745.png"),
+               samples.skimage_image("astronaut.png")]
+    count = 0
+    for path in sources:
+        photo = read_photo(path)
+        for k, face in enumerate(analyzer.detect(photo.rgb8(), embed=True)):
+            with store.edit(f"sample{count}", create=True) as editor:
+                editor.add_reference(warp_face(photo.rgb8(), estimate_alignment(face.landmarks)), source=path,
+                                     sha256=hashlib.sha256(f"{file_sha256(path)}-{k}".encode()).hexdigest(), embeddings={analyzer.name: face.embedding},
+                                     box=face.box)
+            count += 1
+    print(f"sample people: {count} faces")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=10.0, help="training minutes (both models)")
@@ -52,6 +76,13 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--sample-people", action="store_true", help="also enroll every face in the photos "
+                        "that insightface and scikit-image ship (t1.jpg, Tom Hanks, astronaut), one person each, "
+                        "so that the generic model sees more than Obama and Biden")
+    parser.add_argument("--export", type=Path, help="write the training sets to DIR/training.npz and stop "
+                        "(train them elsewhere with train_eval_models.py)")
+    parser.add_argument("--trained", type=Path, help="score the models train_eval_models.py wrote to DIR "
+                        "instead of training here")
     args = parser.parse_args()
 
     from facefix import paths
@@ -79,9 +110,25 @@ def main() -> int:
                 editor.add_reference(c.crop, source=c.path, sha256=c.sha256,
                                      embeddings={analyzer.name: c.face.embedding}, box=c.face.box)
         print(f"{name}: {len(selection.accepted)} references")
+    if args.sample_people:
+        add_sample_people(store, analyzer)
+    if args.export:
+        from facefix.evaluate import eval_training_sets
+
+        sets = eval_training_sets("obama", store=store, holdout=args.holdout, seed=args.seed)
+        args.export.mkdir(parents=True, exist_ok=True)
+        np.savez(args.export / "training.npz", generic=sets["generic"], person=sets["person"])
+        print(f"wrote {args.export / 'training.npz'}: {len(sets['generic'])} generic, {len(sets['person'])} person")
+        return 0
+    trained = None
+    if args.trained:
+        from train_eval_models import load_parts
+
+        trained = {m: load_parts(args.trained / m, name=f"fast/{m} (eval)") for m in ("generic", "person")}
+        trained["steps"] = json.loads((args.trained / "steps.json").read_text())["steps"]
     start = time.perf_counter()
     report = evaluate_person("obama", store=store, analyzer=analyzer, holdout=args.holdout,
-                             budget_s=args.budget * 60, seed=args.seed)
+                             budget_s=args.budget * 60, seed=args.seed, trained=trained)
     seconds = time.perf_counter() - start
     print(f"\nheld out: {', '.join(Path(p).name for p in report.held_out)}; "
           f"trained on {report.train_references} + {report.other_references} other; "

@@ -107,6 +107,7 @@ def evaluate_person(
     max_steps: int | None = None,
     model_config=None,
     train_config=None,
+    trained: dict | None = None,
 ) -> EvalReport:
     """Hold out ``holdout`` references of ``name``, train without them, and score.
 
@@ -120,34 +121,34 @@ def evaluate_person(
         device: torch device for training and restoring.
         on_stage, on_step: progress callbacks (see :func:`facefix.training.train_person`).
         max_steps, model_config, train_config: training overrides (tests, experiments).
+        trained: ``{"generic": Restorer, "person": Restorer, "steps": {...}}`` already
+            trained on :func:`eval_training_sets` (e.g. on another machine): scored
+            instead of training.
     """
     from .tuning.fast_train import train_fast
 
     device = resolve_device(device)
     profile = store.load(name)
-    crops = store.load_crops(profile)
-    if holdout < 1 or len(crops) - holdout < 1:
-        raise UsageError(f"{name} has {len(crops)} references; --holdout must be between 1 and "
-                         f"{len(crops) - 1} so that some remain for training")
-    order = np.random.default_rng(seed).permutation(len(crops))
-    test_idx, train_idx = sorted(order[:holdout]), sorted(order[holdout:])
-    others = [store.load_crops(store.load(n)) for n in store.names() if n != name]
-    others = np.concatenate([o for o in others if len(o)]) if any(len(o) for o in others) else crops[:0]
-    generic_faces = np.concatenate([others, crops[train_idx]])
-    # 1. train both models without the held-out references (scratch dirs, profile untouched)
-    with tempfile.TemporaryDirectory(prefix="facefix-eval-") as tmp:
-        if on_stage:
-            on_stage("generic model (eval)", budget_s / 2)
-        generic = train_fast(generic_faces, budget_s=budget_s / 2, max_steps=max_steps, seed=seed,
-                             checkpoint_dir=Path(tmp) / "generic", on_step=on_step, config=train_config,
-                             model_config=model_config, device=device)
-        if on_stage:
-            on_stage(f"{name}'s model (eval)", budget_s / 2)
-        person = train_fast(crops[train_idx], init=generic.tensors, budget_s=budget_s / 2, max_steps=max_steps,
-                            seed=seed + 1, checkpoint_dir=Path(tmp) / "person", on_step=on_step,
-                            config=train_config, model_config=model_config or _config_of(generic), device=device)
-    restorers = {"generic": generic.restorer(name="fast/generic (eval)", device=device),
-                 "person": person.restorer(name=f"fast/{name} (eval)", device=device)}
+    sets = eval_training_sets(name, store=store, holdout=holdout, seed=seed)
+    crops, test_idx, train_idx = sets["crops"], sets["test_idx"], sets["train_idx"]
+    if trained is not None:
+        restorers, steps = {"generic": trained["generic"], "person": trained["person"]}, trained.get("steps", {})
+    else:
+        # 1. train both models without the held-out references (scratch dirs, profile untouched)
+        with tempfile.TemporaryDirectory(prefix="facefix-eval-") as tmp:
+            if on_stage:
+                on_stage("generic model (eval)", budget_s / 2)
+            generic = train_fast(sets["generic"], budget_s=budget_s / 2, max_steps=max_steps, seed=seed,
+                                 checkpoint_dir=Path(tmp) / "generic", on_step=on_step, config=train_config,
+                                 model_config=model_config, device=device)
+            if on_stage:
+                on_stage(f"{name}'s model (eval)", budget_s / 2)
+            person = train_fast(sets["person"], init=generic.tensors, budget_s=budget_s / 2, max_steps=max_steps,
+                                seed=seed + 1, checkpoint_dir=Path(tmp) / "person", on_step=on_step,
+                                config=train_config, model_config=model_config or _config_of(generic), device=device)
+        restorers = {"generic": generic.restorer(name="fast/generic (eval)", device=device),
+                     "person": person.restorer(name=f"fast/{name} (eval)", device=device)}
+        steps = {"generic": generic.steps, "person": person.steps}
     # 2. degrade the held-out faces at fixed levels and score each method
     clean = crops[test_idx].astype(np.float32) / 255.0
     clean_emb = analyzer.embed_aligned(crops[test_idx])
@@ -163,9 +164,29 @@ def evaluate_person(
                           ["original", "degraded", "generic", name])
     return EvalReport(
         person=name, backend=analyzer.name, held_out=tuple(profile.references[i].source for i in test_idx),
-        train_references=len(train_idx), other_references=len(others),
-        steps={"generic": generic.steps, "person": person.steps}, rows=tuple(rows), sheet=sheet,
+        train_references=len(train_idx), other_references=sets["others"],
+        steps=steps, rows=tuple(rows), sheet=sheet,
     )
+
+
+def eval_training_sets(name: str, *, store: ProfileStore, holdout: int, seed: int) -> dict:
+    """What ``facefix eval`` trains on: the split of ``name``'s references and both training sets.
+
+    Returns a dict: ``crops`` (all of the person's, uint8), ``test_idx`` /
+    ``train_idx`` (held out / kept, seeded by ``seed``), ``generic`` (everyone
+    else's references + the kept ones), ``person`` (the kept ones) and
+    ``others`` (how many references of other people).
+    """
+    crops = store.load_crops(store.load(name))
+    if holdout < 1 or len(crops) - holdout < 1:
+        raise UsageError(f"{name} has {len(crops)} references; --holdout must be between 1 and "
+                         f"{len(crops) - 1} so that some remain for training")
+    order = np.random.default_rng(seed).permutation(len(crops))
+    test_idx, train_idx = sorted(order[:holdout]), sorted(order[holdout:])
+    others = [store.load_crops(store.load(n)) for n in store.names() if n != name]
+    others = np.concatenate([o for o in others if len(o)]) if any(len(o) for o in others) else crops[:0]
+    return {"crops": crops, "test_idx": test_idx, "train_idx": train_idx, "others": len(others),
+            "generic": np.concatenate([others, crops[train_idx]]), "person": crops[train_idx]}
 
 
 def _config_of(result):

@@ -123,6 +123,9 @@ class FastNet(nn.Module):
         self.act = nn.LeakyReLU(0.2, inplace=True)
         nn.init.zeros_(self.tail.weight)  # start as the identity: output = input
         nn.init.zeros_(self.tail.bias)
+        # NHWC: oneDNN's (and cuDNN's) fast convolution layout. On the AVX512-BF16
+        # CPU it made a bf16 training step 1.3x and a 512 restore 2.7x faster.
+        self.to(memory_format=torch.channels_last)
 
     @property
     def multiple(self) -> int:
@@ -132,7 +135,7 @@ class FastNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = self.config.unshuffle
         h = F.pixel_unshuffle(x, u) if u > 1 else x
-        h = self.act(self.head(h))
+        h = self.act(self.head(h.contiguous(memory_format=torch.channels_last)))
         skips = []
         for i, enc in enumerate(self.enc):
             h = enc(h)
@@ -257,7 +260,7 @@ class FastRestorer(nn.Module):
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Weights (CPU, contiguous) and the JSON-able settings needed to rebuild them."""
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.net.state_dict().items()}
+        tensors = {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format) for k, v in self.net.state_dict().items()}
         settings = {"format": FORMAT, "version": FORMAT_VERSION, "config": self.config.to_dict(), **self.settings}
         return tensors, settings
 

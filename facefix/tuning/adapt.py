@@ -165,7 +165,7 @@ def restorer_digest(restorer) -> str:
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for key in sorted(tensors):
         digest.update(key.encode())
-        digest.update(tensors[key].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensors[key].detach().cpu().flatten().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -594,7 +594,7 @@ def finetune_on_pairs(
         what="adaptation",
     )
     net.eval()
-    tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in net.state_dict().items()}
+    tensors = {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format) for k, v in net.state_dict().items()}
     from ..restorers.fast import FORMAT, FORMAT_VERSION
 
     settings = {

@@ -417,7 +417,7 @@ def train_fast(
     )
 
     net.eval()
-    tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in net.state_dict().items()}
+    tensors = {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format) for k, v in net.state_dict().items()}
     settings = {
         "format": FORMAT,
         "version": FORMAT_VERSION,

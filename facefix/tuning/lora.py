@@ -85,7 +85,7 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     digest = hashlib.sha256()
     for key in sorted(tensors):
         digest.update(key.encode())
-        digest.update(tensors[key].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensors[key].detach().cpu().flatten().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
