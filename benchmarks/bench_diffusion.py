@@ -281,6 +281,18 @@ def attempt(args, label: str, fn) -> None:
 INFO: dict = {}
 
 
+def find(what: str, key: str, **match) -> dict | None:
+    """The first measured row of ``what`` that has ``key`` and the ``match`` values."""
+    for row in RESULTS:
+        if (
+            row["what"] == what
+            and key in row
+            and all(row.get(k) == v for k, v in match.items())
+        ):
+            return row
+    return None
+
+
 def run_full(args) -> None:
     if args.only != "train":
         attempt(args, "restore", lambda: bench_restores(args))
@@ -301,34 +313,9 @@ def run_full(args) -> None:
             )
     attempt(args, "paint generic face", lambda: bench_painting(args))
     auto = checkpointing_for("auto", torch.device(args.device))  # what enroll uses here
-    s1 = next(
-        (
-            r
-            for r in RESULTS
-            if r["what"] == "stage1"
-            and r.get("checkpointing") == auto
-            and "steps_per_s" in r
-        ),
-        None,
-    )
-    s2 = next(
-        (
-            r
-            for r in RESULTS
-            if r["what"] == "stage2"
-            and r.get("checkpointing") == auto
-            and "steps_per_s" in r
-        ),
-        None,
-    )
-    paint = next(
-        (
-            r
-            for r in RESULTS
-            if r["what"] == "paint generic face" and "s_per_image" in r
-        ),
-        None,
-    )
+    s1 = find("stage1", "steps_per_s", checkpointing=auto)
+    s2 = find("stage2", "steps_per_s", checkpointing=auto)
+    paint = find("paint generic face", "s_per_image")
     if s1 and s2 and paint:
         training = (
             Stage1Config().steps / s1["steps_per_s"]

@@ -76,6 +76,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--lr-scratch", type=float, help="override TrainConfig.lr_scratch (experiments)")
+    parser.add_argument("--lr-finetune", type=float, help="override TrainConfig.lr_finetune (experiments)")
     parser.add_argument("--sample-people", action="store_true", help="also enroll every face in the photos "
                         "that insightface and scikit-image ship (t1.jpg, Tom Hanks, astronaut), one person each, "
                         "so that the generic model sees more than Obama and Biden")
@@ -126,9 +128,16 @@ def main() -> int:
 
         trained = {m: load_parts(args.trained / m, name=f"fast/{m} (eval)") for m in ("generic", "person")}
         trained["steps"] = json.loads((args.trained / "steps.json").read_text())["steps"]
+    from dataclasses import replace
+
+    from facefix.tuning.fast_train import TrainConfig
+
+    overrides = {k: v for k, v in (("lr_scratch", args.lr_scratch), ("lr_finetune", args.lr_finetune)) if v}
+    train_config = replace(TrainConfig(), **overrides) if overrides else None
     start = time.perf_counter()
     report = evaluate_person("obama", store=store, analyzer=analyzer, holdout=args.holdout,
-                             budget_s=args.budget * 60, seed=args.seed, trained=trained)
+                             budget_s=args.budget * 60, seed=args.seed, trained=trained,
+                             train_config=train_config)
     seconds = time.perf_counter() - start
     print(f"\nheld out: {', '.join(Path(p).name for p in report.held_out)}; "
           f"trained on {report.train_references} + {report.other_references} other; "

@@ -18,6 +18,23 @@ import torch
 
 log = logging.getLogger(__name__)
 
+_POOLS: dict[torch.device, tuple] = {}
+
+
+def _shared_pool(device: torch.device):
+    """One memory pool for every capture on ``device``.
+
+    Each person's restorer keeps its own graphs; with a pool each, ten people
+    would hold ten copies of the UNet's activations. Sharing is safe here
+    because replays never overlap (one sampling loop at a time), inputs are
+    copied into buffers allocated outside the pool, and every output is
+    cloned right after its replay, before any other graph runs.
+    """
+    if device not in _POOLS:
+        _POOLS[device] = torch.cuda.graph_pool_handle()
+    return _POOLS[device]
+
+
 Denoise = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -72,7 +89,8 @@ class GraphedDenoiser:
                 self.denoise(*static_inputs)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # folder runs use threads
+        pool = _shared_pool(static_inputs[0].device)
+        with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):  # folder runs use threads
             static_output = self.denoise(*static_inputs)
         return graph, static_inputs, static_output
 

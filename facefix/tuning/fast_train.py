@@ -64,8 +64,8 @@ class TrainConfig:
 
     patch: int = 128
     batch: int = 8
-    lr_scratch: float = 1e-3
-    lr_finetune: float = 3e-4
+    lr_scratch: float = 3e-4
+    lr_finetune: float = 6e-4
     warmup_steps: int = 100
     min_lr_frac: float = 0.05
     weight_decay: float = 0.0
