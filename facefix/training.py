@@ -93,7 +93,7 @@ def train_person(
         committed when it ends, also when Ctrl-C stopped it (the last good
         weights), so the profile is usable; rerun with ``resume`` to go on.
     """
-    from .tuning.fast_train import train_fast
+    from .tuning.fast_train import TrainConfig, train_fast
 
     device = resolve_device(device)
     results: list[StageResult] = []
@@ -113,7 +113,8 @@ def train_person(
             on_stage("generic model", stage_budget)
         result = train_fast(_all_crops(store), init=init, budget_s=stage_budget, seed=0,
                             checkpoint_dir=generic.work_dir(FAST_KIND), resume=resume, on_step=on_step, max_steps=max_steps,
-                            config=train_config, model_config=model_config, device=device)
+                            config=train_config, model_config=model_config, device=device,
+                            lr=(train_config or TrainConfig()).lr_scratch)
         # An interrupted generic model is kept (usable) but not marked up to
         # date, so the next run resumes it.
         settings = {**result.settings, "references_key": None if result.interrupted else key,

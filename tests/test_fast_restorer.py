@@ -185,3 +185,19 @@ def test_divergence_rolls_back_then_says_how_to_fix_it(faces, caplog):
     with pytest.raises(ModelError, match="lr_scratch"):
         train_fast(faces, max_steps=50, config=jumpy, model_config=TINY_CONFIG)
     assert "learning rate halved" in caplog.text
+
+
+def test_learning_rate_is_the_scratch_or_finetune_rate_unless_given(faces):
+    config = TrainConfig(patch=64, batch=2, warmup_steps=1, lr_scratch=2e-4, lr_finetune=5e-4)
+
+    def first_lr(**kwargs) -> float:
+        seen = []
+        train_fast(faces, budget_s=600, max_steps=2, config=config, model_config=TINY_CONFIG, on_step=seen.append,
+                   **kwargs)
+        return seen[0].lr
+
+    scratch = train_fast(faces, budget_s=600, max_steps=2, config=config, model_config=TINY_CONFIG)
+    assert first_lr() == pytest.approx(2e-4, rel=0.01)
+    assert first_lr(init=scratch.tensors) == pytest.approx(5e-4, rel=0.01)
+    # The generic model updated from its previous weights keeps the scratch rate.
+    assert first_lr(init=scratch.tensors, lr=2e-4) == pytest.approx(2e-4, rel=0.01)

@@ -354,6 +354,7 @@ def train_fast(
     config: TrainConfig | None = None,
     model_config: FastConfig | None = None,
     device: str = "cpu",
+    lr: float | None = None,
 ) -> TrainResult:
     """Train (or fine-tune) a fast restorer within a time budget.
 
@@ -370,6 +371,10 @@ def train_fast(
         config: Training settings; ``TrainConfig()`` by default.
         model_config: Network shape for a fresh model (and to read ``init``); ``FastConfig()`` by default.
         device: Torch device to train on.
+        lr: Peak learning rate; default ``config.lr_scratch`` from scratch and
+            ``config.lr_finetune`` from ``init``. An update of the generic model
+            from its previous weights passes ``lr_scratch``: it learns many faces,
+            not one person.
 
     Returns:
         A :class:`TrainResult`; ``interrupted`` is True when Ctrl-C stopped it.
@@ -388,7 +393,7 @@ def train_fast(
                              "pass the FastConfig the start weights were made with") from exc
     _check_targets(targets, config, net)
     net.to(dev).train()
-    peak_lr = config.lr_scratch if init is None else config.lr_finetune
+    peak_lr = lr if lr is not None else (config.lr_scratch if init is None else config.lr_finetune)
     opt = torch.optim.AdamW(net.parameters(), lr=peak_lr, betas=(0.9, 0.99), weight_decay=config.weight_decay)
     rng = np.random.default_rng(seed)
     step, elapsed_before, history = 0, 0.0, []
