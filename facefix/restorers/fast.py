@@ -124,7 +124,7 @@ class FastNet(nn.Module):
         nn.init.zeros_(self.tail.weight)  # start as the identity: output = input
         nn.init.zeros_(self.tail.bias)
         # NHWC: oneDNN's (and cuDNN's) fast convolution layout. On the AVX512-BF16
-        # CPU it made a bf16 training step 1.3x and a 512 restore 2.7x faster.
+        # CPU it made a bf16 training step 1.3x faster (docs/fast_restorer.md).
         self.to(memory_format=torch.channels_last)
 
     @property
