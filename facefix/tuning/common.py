@@ -222,3 +222,77 @@ def noised(scheduler, latents: torch.Tensor, generator: torch.Generator) -> tupl
 def lr_at(step: int, base_lr: float, warmup: int) -> float:
     """Constant learning rate after a linear warm-up."""
     return base_lr * min(1.0, (step + 1) / max(1, warmup))
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """What :func:`run_adapter_steps` needs from a stage's config."""
+
+    stage: str  # "stage1" / "stage2": names progress reports and log lines
+    steps: int
+    lr: float
+    warmup: int
+    seed: int
+    max_grad_norm: float
+    checkpoint_every: int
+
+
+def resume_adapter(work_dir: Path | None, run_id: str, optimizer, load_state: Callable[[dict], None],
+                   loop: LoopSettings) -> tuple[int, list[float]]:
+    """Load the stage's checkpoint when one of this run exists: ``(first step, losses so far)``."""
+    resumed = load_checkpoint(work_dir, run_id)
+    if resumed is None:
+        return 0, []
+    model_state, optim_state, meta = resumed
+    load_state(model_state)
+    restore_optimizer(optimizer, optim_state)
+    log.info("%s: resuming at step %d of %d", loop.stage.replace("stage", "stage "), meta["step"], loop.steps)
+    return meta["step"], list(meta["losses"])
+
+
+def run_adapter_steps(
+    loop: LoopSettings,
+    *,
+    compute_loss: Callable[[int, torch.Generator], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scaler,
+    params: list[torch.nn.Parameter],
+    adapter_tensors: Callable[[], dict[str, torch.Tensor]],
+    work_dir: Path | None,
+    run_id: str,
+    start: int,
+    losses: list[float],
+    progress: Callable[[TrainProgress], None] | None,
+) -> list[float]:
+    """The optimisation loop both Dual-Pivot stages share.
+
+    Per step: the warm-up learning rate, ``compute_loss(step, generator)`` (the
+    stage's forward pass, seeded by step so a resumed run draws the same
+    batches), a scaled backward pass, gradient clipping, the optimiser step;
+    a checkpoint every ``checkpoint_every`` steps and at the end; a progress
+    report. Returns ``losses`` with this run's appended.
+    """
+    for step in range(start, loop.steps):
+        gen = step_generator(loop.seed, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, loop.lr, loop.warmup)
+        loss = compute_loss(step, gen)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, loop.max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        done = step + 1
+        if work_dir is not None and (done % loop.checkpoint_every == 0 or done == loop.steps):
+            save_checkpoint(work_dir, adapter_tensors(), optimizer, {"fingerprint": run_id, "step": done, "losses": losses})
+        if progress is not None:
+            progress(TrainProgress(loop.stage, done, loop.steps, losses[-1], start))
+    return losses
+
+
+def loop_settings(stage: str, config) -> LoopSettings:
+    """The loop's part of a Stage1Config / Stage2Config."""
+    return LoopSettings(stage, config.steps, config.lr, config.warmup, config.seed, config.max_grad_norm,
+                        config.checkpoint_every)

@@ -157,53 +157,36 @@ def train_stage1(
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scaler = precision.scaler()
 
-    start, losses = 0, []
-    resumed = common.load_checkpoint(work_dir, run_id)
-    if resumed is not None:
-        model_state, optim_state, meta = resumed
-        _load_lora_into_training(unet, model_state)
-        common.restore_optimizer(optimizer, optim_state)
-        start, losses = meta["step"], list(meta["losses"])
-        log.info("stage 1: resuming at step %d of %d", start, config.steps)
+    loop = common.loop_settings("stage1", config)
+    start, losses = common.resume_adapter(work_dir, run_id, optimizer, lambda state: _load_lora_into_training(unet, state), loop)
+
+    def compute_loss(step: int, gen: torch.Generator) -> torch.Tensor:
+        index = torch.randint(0, len(ref_mean), (config.batch_size,), generator=gen).to(device)
+        latents = ref_mean[index] + ref_std[index] * torch.randn(ref_mean[index].shape, generator=gen).to(device)
+        cond = pivot_embeds.expand(len(index), -1, -1)
+        if use_prior:
+            cindex = torch.randint(0, len(class_mean), (config.batch_size,), generator=gen).to(device)
+            clat = class_mean[cindex] + class_std[cindex] * torch.randn(class_mean[cindex].shape, generator=gen).to(device)
+            latents = torch.cat([latents, clat])
+            cond = torch.cat([cond, class_embeds.expand(len(cindex), -1, -1)])
+        noisy, noise, timesteps = common.noised(scheduler, latents, gen)
+        target = common.diffusion_target(scheduler, latents, noise, timesteps)
+        with precision.autocast():
+            pred = unet(noisy.to(parts.dtype), timesteps, encoder_hidden_states=cond, return_dict=False)[0]
+        pred = pred.float()
+        if not use_prior:
+            return F.mse_loss(pred, target)
+        pred, prior_pred = pred.chunk(2)
+        target, prior_target = target.chunk(2)
+        return F.mse_loss(pred, target) + config.prior_weight * F.mse_loss(prior_pred, prior_target)
 
     unet.train()
     try:
-        for step in range(start, config.steps):
-            gen = common.step_generator(config.seed, step)
-            for group in optimizer.param_groups:
-                group["lr"] = common.lr_at(step, config.lr, config.warmup)
-            index = torch.randint(0, len(ref_mean), (config.batch_size,), generator=gen).to(device)
-            latents = ref_mean[index] + ref_std[index] * torch.randn(ref_mean[index].shape, generator=gen).to(device)
-            cond = pivot_embeds.expand(len(index), -1, -1)
-            if use_prior:
-                cindex = torch.randint(0, len(class_mean), (config.batch_size,), generator=gen).to(device)
-                clat = class_mean[cindex] + class_std[cindex] * torch.randn(class_mean[cindex].shape, generator=gen).to(device)
-                latents = torch.cat([latents, clat])
-                cond = torch.cat([cond, class_embeds.expand(len(cindex), -1, -1)])
-            noisy, noise, timesteps = common.noised(scheduler, latents, gen)
-            target = common.diffusion_target(scheduler, latents, noise, timesteps)
-            with precision.autocast():
-                pred = unet(noisy.to(parts.dtype), timesteps, encoder_hidden_states=cond, return_dict=False)[0]
-            pred = pred.float()
-            if use_prior:
-                pred, prior_pred = pred.chunk(2)
-                target, prior_target = target.chunk(2)
-                loss = F.mse_loss(pred, target) + config.prior_weight * F.mse_loss(prior_pred, prior_target)
-            else:
-                loss = F.mse_loss(pred, target)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
-            done = step + 1
-            if work_dir is not None and (done % config.checkpoint_every == 0 or done == config.steps):
-                meta = {"fingerprint": run_id, "step": done, "losses": losses}
-                common.save_checkpoint(work_dir, unet_lora_tensors(unet), optimizer, meta)
-            if progress is not None:
-                progress(common.TrainProgress("stage1", done, config.steps, losses[-1], start))
+        common.run_adapter_steps(
+            loop, compute_loss=compute_loss, optimizer=optimizer, scaler=scaler, params=params,
+            adapter_tensors=lambda: unet_lora_tensors(unet), work_dir=work_dir, run_id=run_id,
+            start=start, losses=losses, progress=progress,
+        )  # fmt: skip
     finally:
         unet.eval()
         unet.requires_grad_(False)

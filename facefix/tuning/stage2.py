@@ -164,57 +164,41 @@ def train_stage2(
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scaler = precision.scaler()
 
-    start, losses = 0, []
-    resumed = common.load_checkpoint(work_dir, run_id)
-    if resumed is not None:
-        model_state, optim_state, meta = resumed
-        _load_adapter_into_training(guide, model_state)
-        common.restore_optimizer(optimizer, optim_state)
-        start, losses = meta["step"], list(meta["losses"])
-        log.info("stage 2: resuming at step %d of %d", start, config.steps)
+    loop = common.loop_settings("stage2", config)
+    start, losses = common.resume_adapter(work_dir, run_id, optimizer, lambda state: _load_adapter_into_training(guide, state), loop)
+
+    def compute_loss(step: int, gen: torch.Generator) -> torch.Tensor:
+        rng = np.random.default_rng([config.seed, step])
+        index = torch.randint(0, len(clean_mean), (config.batch_size,), generator=gen)
+        latents = clean_mean[index.to(device)]
+        latents = latents + clean_std[index.to(device)] * torch.randn(latents.shape, generator=gen).to(device)
+        # Degrade at crop size, pre-clean as at inference, then resize.
+        low = np.stack([degrade(faces_full[i], rng) for i in index.tolist()]).astype(np.float32)
+        if precleaner is not None:
+            low = precleaner.restore(low)
+        with torch.no_grad():
+            condition = parts.guide_condition(common.to_model_images(low, res, device))
+        noisy, noise, timesteps = common.noised(scheduler, latents, gen)
+        target = common.diffusion_target(scheduler, latents, noise, timesteps)
+        n = len(index)
+        with precision.autocast():
+            pred = parts.predict_noise(
+                noisy.to(parts.dtype),
+                timesteps,
+                pivot_embeds.expand(n, -1, -1),
+                empty_embeds.expand(n, -1, -1),
+                condition.to(parts.dtype),
+                guide_scale=config.guide_scale,
+            )
+        return F.mse_loss(pred.float(), target)
 
     guide.train()
     try:
-        for step in range(start, config.steps):
-            gen = common.step_generator(config.seed, step)
-            rng = np.random.default_rng([config.seed, step])
-            for group in optimizer.param_groups:
-                group["lr"] = common.lr_at(step, config.lr, config.warmup)
-            index = torch.randint(0, len(clean_mean), (config.batch_size,), generator=gen)
-            latents = clean_mean[index.to(device)]
-            latents = latents + clean_std[index.to(device)] * torch.randn(latents.shape, generator=gen).to(device)
-            # Degrade at crop size, pre-clean as at inference, then resize.
-            low = np.stack([degrade(faces_full[i], rng) for i in index.tolist()]).astype(np.float32)
-            if precleaner is not None:
-                low = precleaner.restore(low)
-            with torch.no_grad():
-                condition = parts.guide_condition(common.to_model_images(low, res, device))
-            noisy, noise, timesteps = common.noised(scheduler, latents, gen)
-            target = common.diffusion_target(scheduler, latents, noise, timesteps)
-            n = len(index)
-            with precision.autocast():
-                pred = parts.predict_noise(
-                    noisy.to(parts.dtype),
-                    timesteps,
-                    pivot_embeds.expand(n, -1, -1),
-                    empty_embeds.expand(n, -1, -1),
-                    condition.to(parts.dtype),
-                    guide_scale=config.guide_scale,
-                )
-            loss = F.mse_loss(pred.float(), target)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
-            done = step + 1
-            if work_dir is not None and (done % config.checkpoint_every == 0 or done == config.steps):
-                meta = {"fingerprint": run_id, "step": done, "losses": losses}
-                common.save_checkpoint(work_dir, guide_adapter_tensors(guide, config.full_modules), optimizer, meta)
-            if progress is not None:
-                progress(common.TrainProgress("stage2", done, config.steps, losses[-1], start))
+        common.run_adapter_steps(
+            loop, compute_loss=compute_loss, optimizer=optimizer, scaler=scaler, params=params,
+            adapter_tensors=lambda: guide_adapter_tensors(guide, config.full_modules), work_dir=work_dir,
+            run_id=run_id, start=start, losses=losses, progress=progress,
+        )  # fmt: skip
     finally:
         guide.eval()
         guide.requires_grad_(False)
