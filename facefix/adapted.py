@@ -32,7 +32,8 @@ import numpy as np
 
 from . import paths
 from .errors import FacefixError, ModelError, ProfileError, UsageError
-from .profiles import GenericStore, ProfileStore, _Slot, validate_name
+from .profiles import GenericStore, ProfileStore, validate_name
+from .profiles.storage import _Slot
 
 log = logging.getLogger(__name__)
 
@@ -310,8 +311,14 @@ def adapt_album(
     from .matching import Gallery
     from .models import ModelSet, locate, resolve_model_set
     from .restorers.loading import FastRestorers, resolve_device
-    from .tuning.adapt import (FinetuneConfig, PseudoTargetConfig, PseudoTargetSampler, evaluate_pairs,
-                               finetune_on_pairs, generate_pseudo_targets)
+    from .tuning.adapt import (
+        FinetuneConfig,
+        PseudoTargetConfig,
+        PseudoTargetSampler,
+        evaluate_pairs,
+        finetune_on_pairs,
+        generate_pseudo_targets,
+    )
 
     cb = callbacks or AdaptCallbacks()
     name = validate_name(name)
