@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from facefix import samples
-from facefix.degrade import degrade_fixed
+from facefix.degrade import degrade_fixed, degrade_level
 from facefix.photos import read_photo
 from facefix.profiles import GenericStore, ProfileStore
 from facefix.restorers.fast import TINY_CONFIG
@@ -55,8 +55,9 @@ def world(tmp_path_factory, portrait_photo):
     os.environ["FACEFIX_HOME"] = str(home)
     try:
         trained = train_person("astro", store=ProfileStore(), generic=GenericStore(), budget_s=300,
-                               max_steps=40, model_config=TINY_CONFIG,
-                               train_config=TrainConfig(patch=128, batch=4, warmup_steps=2))
+                               max_steps=200, model_config=TINY_CONFIG,
+                               train_config=TrainConfig(patch=128, batch=4, warmup_steps=2,
+                                                            lr_scratch=1e-3, lr_finetune=1e-3))  # tiny net, 40 steps
     finally:
         del os.environ["FACEFIX_HOME"]
     # An old photo of the same person, with EXIF, and a gray scan of it.
@@ -84,11 +85,24 @@ def test_enroll_rejects_each_bad_reference_with_its_reason(world):
     assert "astro: 5 reference(s) added" in result.stderr
 
 
-def test_training_makes_generic_then_person_model_and_loss_falls(world):
+def test_training_makes_generic_then_person_model_that_restore_better_than_the_input(world, monkeypatch):
+    from facefix.restorers.fast import FastRestorer
+    from facefix.restorers.loading import FAST_KIND
+
     generic, person = world["trained"]
     assert (generic.stage, person.stage) == ("generic", "astro")
-    assert generic.steps == 40 and person.steps == 40
-    assert generic.last_loss < generic.first_loss
+    assert generic.steps == 200 and person.steps == 200
+    assert generic.first_loss > 0 and person.last_loss > 0
+    # A tiny net for 200 steps: the batch-to-batch spread of random degradations hides the
+    # trend of the training loss, so judge the models on fixed degraded references.
+    monkeypatch.setenv("FACEFIX_HOME", str(world["home"]))
+    store = ProfileStore()
+    clean = store.load_crops(store.load("astro")).astype(np.float32) / 255.0
+    bad = np.stack([degrade_level(c, "moderate", seed=i) for i, c in enumerate(clean)])
+    before = np.abs(bad - clean).mean()
+    for artifact in (GenericStore().load_artifact(FAST_KIND), store.load_artifact("astro", FAST_KIND)):
+        restored = FastRestorer.load(*artifact, precision="fp32").restore(bad)
+        assert np.abs(restored - clean).mean() < before
     listing = json.loads(facefix("profiles", "list", "--json", home=world["home"], check=True).stdout)
     assert "fast" in listing[0]["artifacts"]
 

@@ -60,6 +60,7 @@ class TrainConfig:
         spike_factor: A step whose loss exceeds this many times the running loss is skipped;
             three in a row roll back to the last snapshot with half the learning rate.
         snapshot_every: Steps between in-memory snapshots used for that roll-back.
+        data_workers: Threads making training pairs ahead (``auto``: see :func:`data_workers`).
     """
 
     patch: int = 128
@@ -78,6 +79,7 @@ class TrainConfig:
     clip_grad: float = 1.0
     spike_factor: float = 4.0
     snapshot_every: int = 25
+    data_workers: int | str = "auto"
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,12 @@ class TrainResult:
 
 
 class PairSampler:
-    """Makes (clean, degraded) training windows from uint8 aligned faces, deterministically."""
+    """Makes (clean, degraded) training windows from uint8 aligned faces, deterministically.
+
+    Each batch is a pure function of one seed (:meth:`batch_from`); :meth:`batch`
+    draws that seed from ``rng``, so the sequence depends only on ``rng`` and
+    batches can be made ahead, in parallel (:class:`BatchPrefetcher`).
+    """
 
     def __init__(self, targets: np.ndarray, config: TrainConfig, rng: np.random.Generator) -> None:
         self.targets = targets
@@ -136,7 +143,10 @@ class PairSampler:
         self.rng = rng
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        cfg, rng = self.config, self.rng
+        return self.batch_from(draw_seed(self.rng))
+
+    def batch_from(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg, rng = self.config, np.random.default_rng(seed)
         clean, bad = [], []
         for _ in range(cfg.batch):
             img = self.targets[int(rng.integers(len(self.targets)))]  # uint8: warped, then scaled
@@ -146,6 +156,58 @@ class PairSampler:
             bad.append(apply_degradation(img, deg, rng, kernel_size=self.recipe.kernel_size))
         to_t = lambda a: torch.from_numpy(np.stack(a)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
         return to_t(clean), to_t(bad)
+
+
+def draw_seed(rng: np.random.Generator) -> int:
+    return int(rng.integers(2**63))
+
+
+class BatchPrefetcher:
+    """Makes the next batches in worker threads while the current one trains.
+
+    Seeds are drawn from ``rng`` in order as batches are queued and each batch
+    depends only on its seed, so the batches come out in the same order and
+    with the same content as ``make(draw_seed(rng))`` called one by one. (A
+    checkpoint's ``rng`` is then up to ``depth`` batches ahead: a resumed run
+    draws fresh batches, as it would anyway after an interrupt.) The
+    degradation (OpenCV blur, resize, JPEG) releases the GIL, so threads run
+    it in parallel. ``workers`` 0 makes each batch when asked.
+    """
+
+    def __init__(self, make: Callable[[int], tuple[torch.Tensor, torch.Tensor]], rng: np.random.Generator,
+                 workers: int, depth: int | None = None) -> None:
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.make, self.rng = make, rng
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="facefix-batches") if workers > 0 else None
+        self.depth = depth or 2 * workers
+        self.queue: deque = deque()
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.pool is None:
+            return self.make(draw_seed(self.rng))
+        while len(self.queue) < self.depth:
+            self.queue.append(self.pool.submit(self.make, draw_seed(self.rng)))
+        batch = self.queue.popleft().result()
+        self.queue.append(self.pool.submit(self.make, draw_seed(self.rng)))
+        return batch
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.queue.clear()
+
+
+def data_workers(setting: int | str, device: torch.device) -> int:
+    """Threads that make training batches: ``auto`` = one per spare core on a GPU machine
+    (the GPU waits for data otherwise), one on a CPU with several cores, none on one core."""
+    if setting != "auto":
+        return max(0, int(setting))
+    cores = os.cpu_count() or 1
+    if device.type == "cuda":
+        return max(1, min(8, cores - 1))
+    return 1 if cores > 1 else 0
 
 
 def restoration_loss(pred: torch.Tensor, target: torch.Tensor, config: TrainConfig) -> torch.Tensor:
@@ -414,12 +476,16 @@ def train_fast(
         elif resume:
             logger.info("no checkpoint in %s; starting fresh", checkpoint_dir)
 
-    step, history, interrupted, seconds = fit(
-        net, opt, next_batch=PairSampler(targets, config, rng).batch,
-        loss_fn=lambda pred, clean, bad: restoration_loss(pred, clean, config),
-        config=config, peak_lr=peak_lr, budget_s=budget_s, max_steps=max_steps, rng=rng, ckpt_path=ckpt_path,
-        step=step, elapsed_before=elapsed_before, history=history, on_step=on_step, device=dev, what="training",
-    )
+    batches = BatchPrefetcher(PairSampler(targets, config, rng).batch_from, rng, data_workers(config.data_workers, dev))
+    try:
+        step, history, interrupted, seconds = fit(
+            net, opt, next_batch=batches,
+            loss_fn=lambda pred, clean, bad: restoration_loss(pred, clean, config),
+            config=config, peak_lr=peak_lr, budget_s=budget_s, max_steps=max_steps, rng=rng, ckpt_path=ckpt_path,
+            step=step, elapsed_before=elapsed_before, history=history, on_step=on_step, device=dev, what="training",
+        )  # fmt: skip
+    finally:
+        batches.close()
 
     net.eval()
     tensors = {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format) for k, v in net.state_dict().items()}
