@@ -199,7 +199,8 @@ def test_finetune_lowers_the_loss_on_the_pairs_and_changes_the_output(tmp_path):
     adapted = FastRestorer.load(result.tensors, result.settings)
     x = inputs[:1].astype(np.float32) / 255
     assert np.abs(adapted.restore(x) - start.restore(x)).mean() > 1e-3
-    # resume continues the same run
+    # resume continues the same run, from adaptation's own checkpoint file
+    assert (tmp_path / "adapt_train.ckpt").is_file() and not (tmp_path / "fast_train.ckpt").exists()
     more = finetune_on_pairs(inputs, targets, init=tensors, model_config=TINY_CONFIG, budget_s=300, max_steps=155,
                              config=config, checkpoint_dir=tmp_path, resume=True)
     assert more.steps == 155 and len(more.loss_history) == 155

@@ -39,7 +39,16 @@ import torch.nn.functional as F
 from ..errors import ModelError, UsageError
 from ..restorers.base import CROP_SIZE
 from ..restorers.fast import FastConfig, FastNet
-from .fast_train import StepInfo, TrainConfig, TrainResult, _jsonable, _load_checkpoint, fit, restoration_loss
+from .fast_train import (
+    StepInfo,
+    TrainConfig,
+    TrainResult,
+    _jsonable,
+    export_tensors,
+    fit,
+    restoration_loss,
+    resume_point,
+)
 
 log = logging.getLogger(__name__)
 
@@ -568,19 +577,8 @@ def finetune_on_pairs(
     net.to(dev).train()
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr_finetune, betas=(0.9, 0.99), weight_decay=tc.weight_decay)
     rng = np.random.default_rng(seed)
-    step, elapsed_before, history = 0, 0.0, []
-    ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    if ckpt is not None:
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        if resume and ckpt.is_file():
-            state = _load_checkpoint(ckpt)
-            if state.get("config") != model_config.to_dict():
-                raise ModelError(f"checkpoint {ckpt} is for another model shape; run without --resume")
-            net.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            rng.bit_generator.state = state["rng"]
-            step, elapsed_before, history = int(state["step"]), float(state["elapsed"]), state["history"].tolist()
-            log.info("resuming adaptation at step %d (%.0f s done)", step, elapsed_before)
+    ckpt, step, elapsed_before, history = resume_point(checkpoint_dir, resume, net, opt, rng, model_config,
+                                                       "adaptation", name=CHECKPOINT_NAME)
     windows = PairWindows(inputs, targets, config, rng, grid=max(1, model_config.color_lock))
 
     def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -594,7 +592,7 @@ def finetune_on_pairs(
         what="adaptation",
     )
     net.eval()
-    tensors = {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format) for k, v in net.state_dict().items()}
+    tensors = export_tensors(net)
     from ..restorers.fast import FORMAT, FORMAT_VERSION
 
     settings = {

@@ -29,9 +29,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..degrade import Augmentation, DegradationRecipe, apply_degradation, augment, get_recipe, sample_degradation
+from ..degrade import (
+    Augmentation,
+    DegradationRecipe,
+    apply_degradation,
+    augment,
+    get_recipe,
+    sample_degradation,
+)
 from ..errors import ModelError, UsageError
-from ..restorers.fast import FORMAT, FORMAT_VERSION, FastConfig, FastNet, FastRestorer, resolve_precision
+from ..restorers.fast import (
+    FORMAT,
+    FORMAT_VERSION,
+    FastConfig,
+    FastNet,
+    FastRestorer,
+    resolve_precision,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -270,6 +284,38 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
         raise ModelError(f"training checkpoint {path} is unreadable ({exc}); delete it and train without --resume") from exc
 
 
+def resume_point(checkpoint_dir: Path | str | None, resume: bool, net: FastNet, opt: torch.optim.Optimizer,
+                 rng: np.random.Generator, model_config: FastConfig, what: str,
+                 name: str = CHECKPOINT_NAME) -> tuple[Path | None, int, float, list[float]]:
+    """Where :func:`fit` keeps its checkpoint, and where it starts: ``(path, step, seconds done, losses)``.
+
+    With ``resume`` and a checkpoint there, the network, optimiser and data
+    generator are restored from it (in place) and its counters returned.
+    """
+    if checkpoint_dir is None:
+        return None, 0, 0.0, []
+    path = Path(checkpoint_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not (resume and path.is_file()):
+        if resume:
+            logger.info("no checkpoint in %s; starting fresh", checkpoint_dir)
+        return path, 0, 0.0, []
+    state = _load_checkpoint(path)
+    if state.get("config") != model_config.to_dict():
+        raise ModelError(f"checkpoint {path} is for another model shape; delete it or run without --resume")
+    net.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    rng.bit_generator.state = state["rng"]
+    step, elapsed = int(state["step"]), float(state["elapsed"])
+    logger.info("resuming %s at step %d (%.0f s done)", what, step, elapsed)
+    return path, step, elapsed, state["history"].tolist()
+
+
+def export_tensors(net: FastNet) -> dict[str, torch.Tensor]:
+    """The network's weights on the CPU in the standard (contiguous) layout, for safetensors."""
+    return {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format) for k, v in net.state_dict().items()}
+
+
 def fit(
     net: FastNet,
     opt: torch.optim.Optimizer,
@@ -460,22 +506,8 @@ def train_fast(
     rng = np.random.default_rng(seed)
     step, elapsed_before, history = 0, 0.0, []
 
-    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    if ckpt_path is not None:
-        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        if resume and ckpt_path.is_file():
-            state = _load_checkpoint(ckpt_path)
-            if state.get("config") != model_config.to_dict():
-                raise ModelError(f"checkpoint {ckpt_path} is for another model shape; delete it or train without --resume")
-            net.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            rng.bit_generator.state = state["rng"]
-            step, elapsed_before = int(state["step"]), float(state["elapsed"])
-            history = state["history"].tolist()
-            logger.info("resuming fast-restorer training at step %d (%.0f s done)", step, elapsed_before)
-        elif resume:
-            logger.info("no checkpoint in %s; starting fresh", checkpoint_dir)
-
+    ckpt_path, step, elapsed_before, history = resume_point(checkpoint_dir, resume, net, opt, rng, model_config,
+                                                            "fast-restorer training")
     batches = BatchPrefetcher(PairSampler(targets, config, rng).batch_from, rng, data_workers(config.data_workers, dev))
     try:
         step, history, interrupted, seconds = fit(
@@ -488,7 +520,7 @@ def train_fast(
         batches.close()
 
     net.eval()
-    tensors = {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format) for k, v in net.state_dict().items()}
+    tensors = export_tensors(net)
     settings = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
