@@ -153,6 +153,16 @@ class FastNet(nn.Module):
         return lock_low_frequencies(out, x, self.config.color_lock)
 
 
+def export_weights(net: nn.Module) -> dict[str, torch.Tensor]:
+    """A network's weights on the CPU in the standard (contiguous) layout, for safetensors and hashing."""
+    return {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format) for k, v in net.state_dict().items()}
+
+
+def weights_settings(config: FastConfig, **extra: Any) -> dict[str, Any]:
+    """The settings stored beside fast-restorer weights: file format, network shape, and ``extra``."""
+    return {"format": FORMAT, "version": FORMAT_VERSION, "config": config.to_dict(), **extra}
+
+
 def lock_low_frequencies(out: torch.Tensor, ref: torch.Tensor, factor: int) -> torch.Tensor:
     """Replace the lowest frequencies of ``out`` with those of ``ref``.
 
@@ -260,9 +270,7 @@ class FastRestorer(nn.Module):
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Weights (CPU, contiguous) and the JSON-able settings needed to rebuild them."""
-        tensors = {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format) for k, v in self.net.state_dict().items()}
-        settings = {"format": FORMAT, "version": FORMAT_VERSION, "config": self.config.to_dict(), **self.settings}
-        return tensors, settings
+        return export_weights(self.net), weights_settings(self.config, **self.settings)
 
     def save(self, path: str | Path) -> None:
         """Write weights + settings as one safetensors file (settings in the metadata)."""

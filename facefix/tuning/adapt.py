@@ -38,13 +38,12 @@ import torch.nn.functional as F
 
 from ..errors import ModelError, UsageError
 from ..restorers.base import CROP_SIZE
-from ..restorers.fast import FastConfig, FastNet
+from ..restorers.fast import FastConfig, FastNet, export_weights, weights_settings
 from .fast_train import (
     StepInfo,
     TrainConfig,
     TrainResult,
     _jsonable,
-    export_tensors,
     fit,
     restoration_loss,
     resume_point,
@@ -592,14 +591,10 @@ def finetune_on_pairs(
         what="adaptation",
     )
     net.eval()
-    tensors = export_tensors(net)
-    from ..restorers.fast import FORMAT, FORMAT_VERSION
-
-    settings = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "config": model_config.to_dict(),
-        "training": {
+    tensors = export_weights(net)
+    settings = weights_settings(
+        model_config,
+        training={
             "kind": "album-adaptation",
             "steps": step,
             "seconds": round(seconds, 1),
@@ -608,7 +603,7 @@ def finetune_on_pairs(
             "interrupted": interrupted,
             "finetune_config": _jsonable(asdict(config)),
         },
-    }
+    )
     log.info("adapted restorer: %d steps in %.0f s, loss %.4f", step, seconds, history[-1] if history else float("nan"))
     return TrainResult(tensors, settings, step, interrupted, history)
 

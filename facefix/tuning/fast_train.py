@@ -39,12 +39,12 @@ from ..degrade import (
 )
 from ..errors import ModelError, UsageError
 from ..restorers.fast import (
-    FORMAT,
-    FORMAT_VERSION,
     FastConfig,
     FastNet,
     FastRestorer,
+    export_weights,
     resolve_precision,
+    weights_settings,
 )
 
 logger = logging.getLogger(__name__)
@@ -311,11 +311,6 @@ def resume_point(checkpoint_dir: Path | str | None, resume: bool, net: FastNet, 
     return path, step, elapsed, state["history"].tolist()
 
 
-def export_tensors(net: FastNet) -> dict[str, torch.Tensor]:
-    """The network's weights on the CPU in the standard (contiguous) layout, for safetensors."""
-    return {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format) for k, v in net.state_dict().items()}
-
-
 def fit(
     net: FastNet,
     opt: torch.optim.Optimizer,
@@ -520,12 +515,10 @@ def train_fast(
         batches.close()
 
     net.eval()
-    tensors = export_tensors(net)
-    settings = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "config": model_config.to_dict(),
-        "training": {
+    tensors = export_weights(net)
+    settings = weights_settings(
+        model_config,
+        training={
             "steps": step,
             "seconds": round(seconds, 1),
             "faces": int(len(targets)),
@@ -534,7 +527,7 @@ def train_fast(
             "interrupted": interrupted,
             "train_config": _jsonable(asdict(config)),
         },
-    }
+    )
     logger.info("fast restorer trained: %d steps in %.0f s, final loss %.4f", step, seconds,
                 history[-1] if history else float("nan"))
     return TrainResult(tensors, settings, step, interrupted, history)
