@@ -32,11 +32,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from facefix.restorers.fast import TINY_CONFIG, FastConfig, FastRestorer  # noqa: E402
-from facefix.tuning.adapt import (  # noqa: E402
-    FinetuneConfig,
+from facefix.tuning.adapt import FinetuneConfig, finetune_on_pairs  # noqa: E402
+from facefix.tuning.pseudo_targets import (  # noqa: E402
     PseudoTargetConfig,
     PseudoTargetSampler,
-    finetune_on_pairs,
     generate_pseudo_targets,
 )
 from facefix.tuning.fast_train import TrainConfig  # noqa: E402

@@ -57,10 +57,10 @@ def bench_train(config: FastConfig, precision: str, steps: int) -> dict:
     data_s, step_s = [], []
     for i in range(steps + 1):
         t = time.perf_counter()
-        clean, bad = sampler.batch()
+        clean, bad, box = sampler.batch()
         t1 = time.perf_counter()
         with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-            pred = net(bad)
+            pred = net(bad, box)
         loss = restoration_loss(pred, clean, train)
         opt.zero_grad()
         loss.backward()

@@ -76,8 +76,14 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--sheet", type=Path, help="also write the contact sheet (PNG) here")
     parser.add_argument("--lr-scratch", type=float, help="override TrainConfig.lr_scratch (experiments)")
     parser.add_argument("--lr-finetune", type=float, help="override TrainConfig.lr_finetune (experiments)")
+    parser.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a TrainConfig field (experiments), e.g. fft_weight=0 or recipe=kuai")
+    parser.add_argument("--face-size", type=int, action="append", help="score faces at this size, repeatable "
+                        "(256: the issue's figures; default 512)")
+    parser.add_argument("--position", type=int, help="override FastConfig.position (experiments; 0 = off)")
     parser.add_argument("--sample-people", action="store_true", help="also enroll every face in the photos "
                         "that insightface and scikit-image ship (t1.jpg, Tom Hanks, astronaut), one person each, "
                         "so that the generic model sees more than Obama and Biden")
@@ -133,19 +139,45 @@ def main() -> int:
     from facefix.tuning.fast_train import TrainConfig
 
     overrides = {k: v for k, v in (("lr_scratch", args.lr_scratch), ("lr_finetune", args.lr_finetune)) if v}
+    for item in args.train:
+        key, _, value = item.partition("=")
+        if key.startswith("recipe."):  # one range of the recipe, e.g. recipe.scale=0.8,16
+            from dataclasses import replace as with_field
+
+            from facefix.degrade import DegradationRecipe, get_recipe
+
+            base = overrides.get("recipe", "default")
+            base = get_recipe(base) if isinstance(base, str) else base
+            field_name = key.split(".", 1)[1]
+            if field_name == "log_scale":
+                overrides["recipe"] = with_field(base, log_scale=value.lower() in ("1", "true", "yes"))
+            else:
+                lo, hi = (float(v) for v in value.split(","))
+                kind = int if field_name == "jpeg" else float
+                overrides["recipe"] = with_field(base, **{field_name: (kind(lo), kind(hi))})
+        else:
+            overrides[key] = value if key == "recipe" else float(value)
     train_config = replace(TrainConfig(), **overrides) if overrides else None
+    from facefix.restorers.fast import FastConfig
+
+    model_config = FastConfig(position=args.position) if args.position is not None else None
     start = time.perf_counter()
     report = evaluate_person("obama", store=store, analyzer=analyzer, holdout=args.holdout,
                              budget_s=args.budget * 60, seed=args.seed, trained=trained,
-                             train_config=train_config)
+                             train_config=train_config, model_config=model_config, face_sizes=args.face_size)
     seconds = time.perf_counter() - start
     print(f"\nheld out: {', '.join(Path(p).name for p in report.held_out)}; "
           f"trained on {report.train_references} + {report.other_references} other; "
           f"steps {report.steps}; {seconds:.0f} s on {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} torch threads")
-    print(f"{'level':9} {'method':9} {'PSNR':>7} {'SSIM':>6} {'identity':>9} {'distance':>9}")
+    print(f"{'face':>4} {'level':9} {'method':9} {'PSNR':>7} {'SSIM':>6} {'identity':>9} {'distance':>9}")
     for r in report.rows:
-        print(f"{r.level:9} {r.method:9} {r.psnr:7.2f} {r.ssim:6.3f} {r.identity:9.3f} {r.distance:9.3f}")
+        print(f"{r.face_size:4d} {r.level:9} {r.method:9} {r.psnr:7.2f} {r.ssim:6.3f} {r.identity:9.3f} "
+              f"{r.distance:9.3f}")
+    if args.sheet:
+        from PIL import Image
+
+        Image.fromarray(np.clip(report.sheet * 255 + 0.5, 0, 255).astype(np.uint8)).save(args.sheet)
     if args.json:
         args.json.write_text(json.dumps({**report.to_dict(), "seconds": seconds}, indent=1))
     return 0

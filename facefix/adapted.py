@@ -293,7 +293,7 @@ def adapt_album(
             person (only their faces; start from their restorer).
         model_set: diffusion model set (name, directory or ModelSet); None: the default.
         budget_s: fine-tuning seconds (pseudo-target time depends on the faces, not on this).
-        pseudo_config: :class:`facefix.tuning.adapt.PseudoTargetConfig`.
+        pseudo_config: :class:`facefix.tuning.pseudo_targets.PseudoTargetConfig`.
         finetune_config: :class:`facefix.tuning.adapt.FinetuneConfig`.
         resume: continue an interrupted fine-tune (pseudo-targets are always reused).
         max_faces: use at most this many faces.
@@ -311,14 +311,8 @@ def adapt_album(
     from .matching import Gallery
     from .models import ModelSet, locate, resolve_model_set
     from .restorers.loading import FastRestorers, resolve_device
-    from .tuning.adapt import (
-        FinetuneConfig,
-        PseudoTargetConfig,
-        PseudoTargetSampler,
-        evaluate_pairs,
-        finetune_on_pairs,
-        generate_pseudo_targets,
-    )
+    from .tuning.adapt import FinetuneConfig, evaluate_pairs, finetune_on_pairs
+    from .tuning.pseudo_targets import PseudoTargetConfig, PseudoTargetSampler, generate_pseudo_targets
 
     cb = callbacks or AdaptCallbacks()
     name = validate_name(name)

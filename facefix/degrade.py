@@ -41,6 +41,7 @@ class DegradationRecipe:
         jpeg: JPEG quality range.
         anisotropic_prob: Chance the kernel is anisotropic (two sigmas, rotated).
         kernel_size: Side of the blur kernel in pixels (odd).
+        log_scale: Draw ``r`` log-uniformly (each doubling equally likely) instead of uniformly.
     """
 
     sigma: tuple[float, float] = (0.1, 10.0)
@@ -49,6 +50,7 @@ class DegradationRecipe:
     jpeg: tuple[int, int] = (60, 100)
     anisotropic_prob: float = 0.5
     kernel_size: int = KERNEL_SIZE
+    log_scale: bool = False
 
 
 #: Named recipes (FIELD.md's table). "default" is the GFPGAN/DiffBIR face recipe.
@@ -140,7 +142,10 @@ def sample_degradation(recipe: DegradationRecipe, rng: np.random.Generator) -> D
         theta = float(rng.uniform(0.0, math.pi))
     else:
         sy, theta = sx, 0.0
-    scale = float(rng.uniform(*recipe.scale))
+    if recipe.log_scale:
+        scale = float(np.exp(rng.uniform(*np.log(recipe.scale))))
+    else:
+        scale = float(rng.uniform(*recipe.scale))
     noise = float(rng.uniform(*recipe.noise))
     jpeg = int(rng.integers(recipe.jpeg[0], recipe.jpeg[1] + 1))
     return Degradation(sx, sy, theta, scale, noise, jpeg)
@@ -288,7 +293,8 @@ def augment(
     *,
     out_size: int | None = None,
     crop: int | None = None,
-) -> np.ndarray:
+    with_box: bool = False,
+) -> np.ndarray | tuple[np.ndarray, tuple[float, float, float, float]]:
     """Randomly flip, shift, zoom, rotate, colour-jitter and maybe gray a clean face.
 
     Args:
@@ -298,9 +304,12 @@ def augment(
         out_size: Resample to this square side in the same warp (``None`` keeps the size).
         crop: Return only a random ``crop`` x ``crop`` window of the result, warped
             directly (cheaper than warping everything and cutting afterwards).
+        with_box: Also return where the window lies in the (augmented) face:
+            (x0, y0, x1, y1) as fractions of its width and height.
 
     Returns:
-        float32 (out_size, out_size, 3) in [0, 1], or (crop, crop, 3).
+        float32 (out_size, out_size, 3) in [0, 1], or (crop, crop, 3); with
+        ``with_box``, the pair (image, box).
     """
     _check_image(img)
     rng = _as_rng(rng)
@@ -316,11 +325,13 @@ def augment(
         flip = np.array([[-1.0, 0.0, w - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
         m = m @ flip
     m = np.diag([ow / w, oh / h]) @ m  # then resample to the output size
+    box = (0.0, 0.0, 1.0, 1.0)
     if crop is not None:
         if crop > min(oh, ow):
             raise UsageError(f"crop size {crop} is larger than the image {ow}x{oh}; use at most {min(oh, ow)}")
         y0, x0 = int(rng.integers(0, oh - crop + 1)), int(rng.integers(0, ow - crop + 1))
         m[:, 2] -= (x0, y0)
+        box = (x0 / ow, y0 / oh, (x0 + crop) / ow, (y0 + crop) / oh)
         oh = ow = crop
     interp = cv2.INTER_AREA if (out_size or w) < w else cv2.INTER_LINEAR
     x = cv2.warpAffine(img, m, (ow, oh), flags=interp, borderMode=cv2.BORDER_REFLECT_101)
@@ -335,7 +346,8 @@ def augment(
     x = gray + (x - gray) * np.float32(1.0 + rng.uniform(-aug.saturation, aug.saturation))
     if rng.random() < aug.gray_prob:
         x = np.repeat(to_luma(x)[..., None], 3, axis=2)
-    return np.clip(x, 0.0, 1.0).astype(np.float32)
+    x = np.clip(x, 0.0, 1.0).astype(np.float32)
+    return (x, box) if with_box else x
 
 
 def random_crop(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,6 +42,7 @@ class EvalRow:
     identity: float  # mean cosine similarity to the original's embedding
     distance: float  # mean Euclidean distance of the unit embeddings (dlib's scale)
     faces: int
+    face_size: int = 512  # side of the faces scored, px
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,30 +55,40 @@ class EvalReport:
     steps: dict
     rows: tuple[EvalRow, ...]
     sheet: np.ndarray
+    face_sizes: tuple[int, ...] = (512,)
 
     def to_dict(self) -> dict:
         return {
             "person": self.person, "backend": self.backend, "held_out": list(self.held_out),
             "train_references": self.train_references, "other_references": self.other_references,
-            "steps": self.steps, "rows": [asdict(r) for r in self.rows],
+            "steps": self.steps, "face_sizes": list(self.face_sizes), "rows": [asdict(r) for r in self.rows],
         }
 
-    def row(self, level: str, method: str) -> EvalRow:
-        return next(r for r in self.rows if r.level == level and r.method == method)
+    def row(self, level: str, method: str, face_size: int | None = None) -> EvalRow:
+        size = face_size or self.face_sizes[0]
+        return next(r for r in self.rows if r.level == level and r.method == method and r.face_size == size)
 
 
 def _to8(x: np.ndarray) -> np.ndarray:
     return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
+def _resize(faces: np.ndarray, size: int) -> np.ndarray:
+    """Faces (N, H, W, 3) float to ``size`` px: area-averaged down, bicubic up (as the alignment warp)."""
+    if faces.shape[1] == size:
+        return faces
+    interp = cv2.INTER_AREA if size < faces.shape[1] else cv2.INTER_CUBIC
+    return np.stack([np.clip(cv2.resize(f, (size, size), interpolation=interp), 0.0, 1.0) for f in faces])
+
+
 def _scores(level: str, method: str, out: np.ndarray, clean: np.ndarray, clean_emb: np.ndarray,
-            analyzer: FaceAnalyzer) -> EvalRow:
-    emb = analyzer.embed_aligned(_to8(out))
+            analyzer: FaceAnalyzer, template: int, size: int) -> EvalRow:
+    emb = analyzer.embed_aligned(_to8(_resize(out, template)))
     cos = np.sum(emb * clean_emb, axis=1)
     dist = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * cos))
     return EvalRow(level, method, float(np.mean([psnr(o, c) for o, c in zip(out, clean)])),
                    float(np.mean([ssim(o, c) for o, c in zip(out, clean)])),
-                   float(cos.mean()), float(dist.mean()), len(out))
+                   float(cos.mean()), float(dist.mean()), len(out), size)
 
 
 def contact_sheet(columns: list[np.ndarray], labels: list[str], tile: int = 192) -> np.ndarray:
@@ -108,6 +119,7 @@ def evaluate_person(
     model_config=None,
     train_config=None,
     trained: dict | None = None,
+    face_sizes: Sequence[int] | None = None,
 ) -> EvalReport:
     """Hold out ``holdout`` references of ``name``, train without them, and score.
 
@@ -124,6 +136,11 @@ def evaluate_person(
         trained: ``{"generic": Restorer, "person": Restorer, "steps": {...}}`` already
             trained on :func:`eval_training_sets` (e.g. on another machine): scored
             instead of training.
+        face_sizes: sides in pixels of the faces as photos hold them, each scored
+            (``None``: the 512 template). Smaller faces are made from the originals
+            by area averaging, degraded at that size, enlarged into the template (as
+            restore does), restored, brought back and scored at that size. The
+            contact sheet shows the first size.
     """
     from .tuning.fast_train import train_fast
 
@@ -150,22 +167,30 @@ def evaluate_person(
                      "person": person.restorer(name=f"fast/{name} (eval)", device=device)}
         steps = {"generic": generic.steps, "person": person.steps}
     # 2. degrade the held-out faces at fixed levels and score each method
-    clean = crops[test_idx].astype(np.float32) / 255.0
+    template = crops.shape[1]
+    sizes = tuple(face_sizes or (template,))
+    for size in sizes:
+        if not 32 <= size <= template:
+            raise UsageError(f"face size {size} px is outside 32..{template}; pass --face-size between them")
     clean_emb = analyzer.embed_aligned(crops[test_idx])
     rows, columns = [], []
-    for li, level in enumerate(LEVELS):
-        bad = np.stack([degrade_level(c, level, seed=seed + 1000 * li + i)
-                        for i, c in enumerate(clean)]).astype(np.float32)
-        outputs = {"degraded": bad, **{m: r.restore(bad) for m, r in restorers.items()}}
-        for method in METHODS:
-            rows.append(_scores(level, method, outputs[method], clean, clean_emb, analyzer))
-        columns.append([clean, bad, outputs["generic"], outputs["person"]])
+    for size in sizes:
+        clean = _resize(crops[test_idx].astype(np.float32) / 255.0, size)
+        for li, level in enumerate(LEVELS):
+            bad = np.stack([degrade_level(c, level, seed=seed + 1000 * li + i)
+                            for i, c in enumerate(clean)]).astype(np.float32)
+            enlarged = _resize(bad, template)
+            outputs = {"degraded": bad, **{m: _resize(r.restore(enlarged), size) for m, r in restorers.items()}}
+            for method in METHODS:
+                rows.append(_scores(level, method, outputs[method], clean, clean_emb, analyzer, template, size))
+            if size == sizes[0]:
+                columns.append([clean, bad, outputs["generic"], outputs["person"]])
     sheet = contact_sheet([np.concatenate([c[j] for c in columns]) for j in range(4)],
                           ["original", "degraded", "generic", name])
     return EvalReport(
         person=name, backend=analyzer.name, held_out=tuple(profile.references[i].source for i in test_idx),
         train_references=len(train_idx), other_references=sets["others"],
-        steps=steps, rows=tuple(rows), sheet=sheet,
+        steps=steps, rows=tuple(rows), sheet=sheet, face_sizes=sizes,
     )
 
 

@@ -23,12 +23,10 @@ import torch.nn.functional as F
 
 from facefix.diffusion_parts import DiffusionParts
 from facefix.restorers.fast import TINY_CONFIG, FastRestorer
-from facefix.tuning.adapt import (
-    FinetuneConfig,
+from facefix.tuning.adapt import FinetuneConfig, evaluate_pairs, finetune_on_pairs
+from facefix.tuning.pseudo_targets import (
     PseudoTargetConfig,
     PseudoTargetSampler,
-    evaluate_pairs,
-    finetune_on_pairs,
     generate_pseudo_targets,
     pin_low_frequencies,
     pin_within_range,

@@ -174,6 +174,25 @@ def test_folder_with_a_bad_file_goes_on_and_reports_it(world, tmp_path):
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["a_restored.jpg"]
 
 
+def test_eval_reports_both_models_at_each_face_size_and_leaves_the_profile(world, tmp_path):
+    data = world["home"] / "data"
+    before = {p: sha(p) for p in data.rglob("*") if p.is_file()}
+    assert before
+    sheet = tmp_path / "astro_eval.png"
+    result = facefix("eval", "astro", "--holdout", "2", "--budget", "0.05", "--face-size", "512",
+                     "--face-size", "256", "--sheet", sheet, "--json", home=world["home"])
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert len(report["held_out"]) == 2 and report["face_sizes"] == [512, 256]
+    seen = {(r["face_size"], r["level"], r["method"]) for r in report["rows"]}
+    assert seen == {(s, lv, m) for s in (512, 256) for lv in ("moderate", "severe")
+                    for m in ("degraded", "generic", "person")}
+    assert all(10 < r["psnr"] < 50 for r in report["rows"])
+    assert sheet.is_file() and Image.open(sheet).size[0] == 4 * 192
+    after = {p: sha(p) for p in data.rglob("*") if p.is_file()}
+    assert after == before, "eval changes nothing in the profiles"
+
+
 def test_enroll_twice_needs_add_and_duplicates_are_skipped(world):
     again = facefix("enroll", "astro", world["refs"], "--min-face", "30", "--no-train", home=world["home"])
     assert again.returncode == 2 and "--add" in again.stderr

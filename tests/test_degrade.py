@@ -96,3 +96,23 @@ def test_augment_can_cut_a_window_directly(face):
     assert window.shape == (64, 64, 3) and window.dtype == np.float32
     as_u8 = D.augment((face * 255).round().astype(np.uint8), 7, crop=64)
     assert np.abs(as_u8 - window).max() < 3 / 255  # uint8 in: same draw, same window
+
+
+def test_augment_says_where_its_window_lies_in_the_face(face):
+    still = D.Augmentation(flip_prob=0, shift=0, scale=(1, 1), rotate=0, brightness=0, contrast=0,
+                           saturation=0, hue=0, gray_prob=0)
+    h, w = face.shape[:2]
+    for seed in range(3):
+        window, (x0, y0, x1, y1) = D.augment(face, seed, still, crop=64, with_box=True)
+        c0, r0 = round(x0 * w), round(y0 * h)
+        assert (round(x1 * w) - c0, round(y1 * h) - r0) == (64, 64)
+        assert np.abs(window - face[r0 : r0 + 64, c0 : c0 + 64]).max() < 1e-5
+
+
+def test_log_scale_draws_each_doubling_of_the_downscale_equally_often():
+    recipe = D.DegradationRecipe(scale=(1.0, 16.0), log_scale=True)
+    rng = np.random.default_rng(0)
+    scales = np.array([D.sample_degradation(recipe, rng).scale for _ in range(4000)])
+    assert 1.0 <= scales.min() and scales.max() <= 16.0
+    shares = [np.mean((scales >= 2.0**k) & (scales < 2.0 ** (k + 1))) for k in range(4)]
+    assert np.allclose(shares, 0.25, atol=0.03)  # uniform draws would put 7/15 in the top doubling

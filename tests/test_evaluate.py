@@ -9,13 +9,16 @@ from facefix.enroll import scan_photos, select_references
 from facefix.evaluate import METHODS, evaluate_person
 from facefix.faces import get_analyzer
 from facefix.profiles import ProfileStore
-from facefix.restorers.fast import TINY_CONFIG
+from facefix.errors import UsageError
+from facefix.restorers.fast import TINY_CONFIG, FastRestorer
 from facefix.tuning.fast_train import TrainConfig
 
 pytestmark = pytest.mark.slow
 
 
-def test_eval_scores_every_method_at_both_levels_and_leaves_the_profile(tmp_path, portrait_photo):
+@pytest.fixture
+def astro(tmp_path, portrait_photo):
+    """A profile "astro" with five references, and the analyzer that made it."""
     analyzer = get_analyzer("dlib")
     samples.make_variants(portrait_photo, tmp_path / "refs", count=5, seed=7)
     selection = select_references(scan_photos(tmp_path / "refs"), analyzer, min_face=30)
@@ -24,6 +27,11 @@ def test_eval_scores_every_method_at_both_levels_and_leaves_the_profile(tmp_path
         for c in selection.accepted:
             editor.add_reference(c.crop, source=c.path, sha256=c.sha256,
                                  embeddings={"dlib": c.face.embedding}, box=c.face.box)
+    return store, analyzer
+
+
+def test_eval_scores_every_method_at_both_levels_and_leaves_the_profile(astro):
+    store, analyzer = astro
     before = store.load("astro")
     report = evaluate_person("astro", store=store, analyzer=analyzer, holdout=2, budget_s=600, max_steps=15,
                              model_config=TINY_CONFIG, train_config=TrainConfig(patch=128, batch=4, warmup_steps=2))
@@ -39,3 +47,23 @@ def test_eval_scores_every_method_at_both_levels_and_leaves_the_profile(tmp_path
     assert after.artifacts == before.artifacts == {}, "eval does not change the profile"
     with pytest.raises(Exception, match="--holdout must be between 1 and 4"):
         evaluate_person("astro", store=store, analyzer=analyzer, holdout=5)
+
+
+def test_eval_scores_small_faces_at_their_own_size(astro):
+    """--face-size 256: degraded at 256 px, enlarged into the template, restored, scored at 256."""
+    store, analyzer = astro
+    identity = FastRestorer.build(TINY_CONFIG, precision="fp32")  # an untrained model returns its input
+    trained = {"generic": identity, "person": identity, "steps": {}}
+    report = evaluate_person("astro", store=store, analyzer=analyzer, holdout=2, trained=trained,
+                             face_sizes=(512, 256))
+    assert report.face_sizes == (512, 256) and report.to_dict()["face_sizes"] == [512, 256]
+    assert len(report.rows) == 2 * 2 * len(METHODS)
+    for level in ("moderate", "severe"):
+        bad = report.row(level, "degraded", 256)
+        # the same recipe on a smaller face is a different test
+        assert abs(bad.psnr - report.row(level, "degraded", 512).psnr) > 0.1
+        # the trip into the template and back costs the input (almost) nothing
+        assert abs(report.row(level, "person", 256).psnr - bad.psnr) < 0.5
+    assert report.row("severe", "person") == report.row("severe", "person", 512)  # the first size by default
+    with pytest.raises(UsageError, match="--face-size"):
+        evaluate_person("astro", store=store, analyzer=analyzer, holdout=2, trained=trained, face_sizes=(1000,))

@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from facefix.degrade import DegradationRecipe
@@ -114,13 +115,13 @@ def test_wrong_crop_size_is_a_usage_error():
 
 def test_training_lowers_the_loss_and_changes_the_output(faces):
     big = TrainConfig(**{**TINY_TRAIN.__dict__, "batch": 16})
-    clean, bad = PairSampler(faces, big, np.random.default_rng(123)).batch()  # fixed held-out pairs
+    clean, bad, box = PairSampler(faces, big, np.random.default_rng(123)).batch()  # fixed held-out pairs
     result = train_fast(faces, budget_s=300, max_steps=100, seed=0, config=TINY_TRAIN, model_config=TINY_CONFIG)
     assert result.steps == 100 and not result.interrupted and len(result.loss_history) == 100
     assert result.settings["training"]["steps"] == 100
     restorer = result.restorer(precision="fp32")
     with torch.no_grad():
-        trained = restoration_loss(restorer.net(bad), clean, TINY_TRAIN)
+        trained = restoration_loss(restorer.net(bad, box), clean, TINY_TRAIN)
     untrained = restoration_loss(bad, clean, TINY_TRAIN)  # the fresh model is the identity
     assert trained < untrained
     out = restorer.restore(bad.permute(0, 2, 3, 1).numpy())
@@ -217,10 +218,64 @@ def test_batches_made_ahead_in_threads_are_the_batches_made_one_by_one(faces):
             prefetcher.close()
 
     one_by_one, ahead = make_all(0), make_all(3)
-    for (clean_a, bad_a), (clean_b, bad_b) in zip(one_by_one, ahead, strict=True):
-        assert torch.equal(clean_a, clean_b) and torch.equal(bad_a, bad_b)
+    for batch_a, batch_b in zip(one_by_one, ahead, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(batch_a, batch_b, strict=True))
     assert not torch.equal(one_by_one[0][1], one_by_one[1][1])  # fresh pairs each batch
     # Training sees the same data either way: the same losses, step by step.
     runs = [train_fast(faces, max_steps=4, budget_s=600, config=replace(TINY_TRAIN, data_workers=w),
                        model_config=TINY_CONFIG).loss_history for w in (0, 2)]
     assert runs[0] == runs[1]
+
+
+def test_position_map_reads_a_window_where_the_whole_face_reads_it():
+    from facefix.restorers.fast import sample_position
+
+    table = torch.randn(1, 5, 8, 8)
+    whole = sample_position(table, None, torch.Size((2, 5, 8, 8)))
+    assert torch.equal(whole, table.expand(2, -1, -1, -1))
+    box = torch.tensor([[0.25, 0.5, 0.75, 1.0]])  # columns 2..5, rows 4..7 of the 8x8 grid
+    part = sample_position(table, box, torch.Size((1, 5, 4, 4)))
+    assert torch.allclose(part, table[:, :, 4:8, 2:6], atol=1e-6)
+
+
+def test_a_position_aware_model_restores_what_belongs_where():
+    """Detail the input has lost entirely comes back from where the window is in the face:
+    vertical stripes in the top half, horizontal ones in the bottom half, from flat gray."""
+    from facefix.restorers.fast import FastConfig, FastNet
+
+    size, win = 128, 64
+    yy, xx = np.mgrid[0:size, 0:size]
+    face = np.where(yy < size // 2, (xx // 2) % 2, (yy // 2) % 2).astype(np.float32) * 0.5 + 0.25
+    target = torch.from_numpy(face)[None, None].expand(1, 3, size, size)
+    flat = torch.full((1, 3, size, size), 0.5)
+
+    def train(position: int) -> torch.Tensor:
+        torch.manual_seed(0)
+        net = FastNet(FastConfig(channels=(8, 8, 8, 8), blocks=(1, 1, 1, 1), mid_blocks=1, position=position))
+        opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+        rng = np.random.default_rng(0)
+        for _ in range(300):
+            r0, c0 = (int(v) * 16 for v in rng.integers(0, (size - win) // 16 + 1, size=2))
+            box = torch.tensor([[c0 / size, r0 / size, (c0 + win) / size, (r0 + win) / size]])
+            pred = net(flat[..., r0 : r0 + win, c0 : c0 + win], box)
+            loss = F.l1_loss(pred, target[..., r0 : r0 + win, c0 : c0 + win])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            return F.l1_loss(net(flat), target)  # the whole face, no box
+
+    before = F.l1_loss(flat, target)
+    aware, blind = train(8), train(0)
+    assert aware < 0.25 * before  # it knows which stripes go where
+    assert blind > 2 * aware  # without the map it can only guess from the window's edges
+
+
+def test_weights_from_before_the_position_map_still_load():
+    from facefix.restorers.fast import FastConfig
+
+    old = FastRestorer.build(replace(TINY_CONFIG, position=0), precision="fp32")
+    tensors, settings = old.state()
+    settings["config"].pop("position")  # as written by facefix before the map existed
+    loaded = FastRestorer.load(tensors, settings, precision="fp32")
+    assert loaded.config.position == 0 and FastConfig.from_dict(settings["config"]).position == 0

@@ -53,7 +53,7 @@ def adapt_command(
     """
     from ..adapted import AdaptCallbacks, adapt_album, default_name
     from ..profiles import validate_name
-    from ..tuning.adapt import PseudoTargetConfig
+    from ..tuning.pseudo_targets import PseudoTargetConfig
 
     if person != "auto":
         person = validate_name(person)

@@ -27,6 +27,9 @@ def eval_command(
     budget: Annotated[float, typer.Option(help="Training time in minutes (both models together).")] = 10.0,
     sheet: Annotated[Path | None, typer.Option(help="Contact sheet PNG (default: NAME_eval.png here).")] = None,
     seed: Annotated[int, typer.Option(help="Chooses the held-out photos and seeds the degradations.")] = 0,
+    face_size: Annotated[list[int] | None, typer.Option(
+        help="Also score faces this many pixels wide, as small faces in photos are (repeatable; "
+             "default: the 512 template).")] = None,
     backend: BackendOpt = "auto",
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
@@ -51,16 +54,17 @@ def eval_command(
             progress.update(task, completed=info.step, total=max(info.total_steps, info.step))
 
         report = evaluate_person(name, store=store, analyzer=analyzer, holdout=holdout, budget_s=budget * 60,
-                                 seed=seed, device=device, on_stage=on_stage, on_step=on_step)
+                                 seed=seed, device=device, on_stage=on_stage, on_step=on_step, face_sizes=face_size)
     target = sheet or Path(f"{name}_eval.png")
     pixels = np.clip(report.sheet * 255 + 0.5, 0, 255).astype(np.uint8)
     write_photo(Photo(pixels, PhotoMeta(format="PNG", mode="RGB")), target)
     if json_out:
         out.print_json(json.dumps({**report.to_dict(), "sheet": str(target)}))
         return
-    table = Table("level", "method", "PSNR dB", "SSIM", f"identity ({report.backend} cos)", "distance",
+    table = Table("face px", "level", "method", "PSNR dB", "SSIM", f"identity ({report.backend} cos)", "distance",
                   title=f"{name}: {len(report.held_out)} held out, {report.train_references} for training")
     for r in report.rows:
-        table.add_row(r.level, r.method, f"{r.psnr:.2f}", f"{r.ssim:.3f}", f"{r.identity:.3f}", f"{r.distance:.3f}")
+        table.add_row(str(r.face_size), r.level, r.method, f"{r.psnr:.2f}", f"{r.ssim:.3f}", f"{r.identity:.3f}",
+                      f"{r.distance:.3f}")
     out.print(table)
     err.print(f"contact sheet: {target}")

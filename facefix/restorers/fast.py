@@ -54,6 +54,12 @@ class FastConfig:
         unshuffle: Space-to-depth factor at the input (1 = none).
         color_lock: Down-sampling factor of the low-pass whose content is taken
             from the input (0 = off). 16 keeps 32-px-scale colour and tone of a 512 face.
+        position: Side of a learned map of bottom-level features indexed by where a pixel
+            is in the aligned face (0 = off). Aligned faces put each part at one place,
+            so the map holds what the face looks like there: a structural prior in the
+            generic model and the person's own features in theirs. 32 = one cell per
+            16 px of a 512 face (the bottom level's own resolution). Off by default:
+            at the default budget it measured no better (docs/fast_restorer.md).
     """
 
     channels: tuple[int, ...] = (32, 64, 128, 192)
@@ -61,6 +67,7 @@ class FastConfig:
     mid_blocks: int = 2
     unshuffle: int = 2
     color_lock: int = 16
+    position: int = 0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FastConfig":
@@ -72,14 +79,17 @@ class FastConfig:
                 "the weights were made by a newer facefix — upgrade facefix"
             )
         vals = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**vals)
+        return cls(**{**LEGACY_DEFAULTS, **vals})
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
+#: Values for settings that weights made before the setting existed do not record.
+LEGACY_DEFAULTS: dict[str, Any] = {"position": 0}
+
 #: A tiny shape for tests: builds and runs in milliseconds.
-TINY_CONFIG = FastConfig(channels=(16, 16, 16, 16), blocks=(1, 1, 1, 1), mid_blocks=1)
+TINY_CONFIG = FastConfig(channels=(16, 16, 16, 16), blocks=(1, 1, 1, 1), mid_blocks=1, position=8)
 
 
 class ResBlock(nn.Module):
@@ -119,6 +129,8 @@ class FastNet(nn.Module):
         self.dec = nn.ModuleList(
             nn.Sequential(*[ResBlock(c) for _ in range(n)]) for c, n in zip(ch[:-1], config.blocks[:-1])
         )
+        # Zero at the start: a fresh network behaves as one without the map.
+        self.position = nn.Parameter(torch.zeros(1, ch[-1], config.position, config.position)) if config.position else None
         self.tail = nn.Conv2d(ch[0], 3 * u * u, 3, padding=1)
         self.act = nn.LeakyReLU(0.2, inplace=True)
         nn.init.zeros_(self.tail.weight)  # start as the identity: output = input
@@ -132,7 +144,12 @@ class FastNet(nn.Module):
         m = self.config.unshuffle * 2 ** (len(self.config.channels) - 1)
         return int(np.lcm(m, max(self.config.color_lock, 1)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, box: torch.Tensor | None = None) -> torch.Tensor:
+        """Restore ``x``; ``box`` (N, 4) says where each input lies in its aligned face.
+
+        ``box`` rows are (x0, y0, x1, y1) as fractions of the face's width and height:
+        training windows pass theirs; ``None`` means every input is a whole face.
+        """
         u = self.config.unshuffle
         h = F.pixel_unshuffle(x, u) if u > 1 else x
         h = self.act(self.head(h.contiguous(memory_format=torch.channels_last)))
@@ -142,6 +159,8 @@ class FastNet(nn.Module):
             if i < len(self.down):
                 skips.append(h)
                 h = self.act(self.down[i](h))
+        if self.position is not None:
+            h = h + sample_position(self.position, box, h.shape).to(h.dtype)
         h = self.mid(h)
         for i in reversed(range(len(self.dec))):
             h = F.pixel_shuffle(self.up[i](h), 2)
@@ -151,6 +170,27 @@ class FastNet(nn.Module):
         r = F.pixel_shuffle(r, u) if u > 1 else r
         out = x + r.float()
         return lock_low_frequencies(out, x, self.config.color_lock)
+
+
+def sample_position(table: torch.Tensor, box: torch.Tensor | None, shape: torch.Size) -> torch.Tensor:
+    """The position map's values at the cell centres of an (N, C, h, w) feature map covering ``box``.
+
+    Bilinear between the map's own cells (a window on the 16-px grid reads cells
+    exactly); ``box`` None = whole faces.
+    """
+    n, _, h, w = shape
+    if box is None and (h, w) == tuple(table.shape[-2:]):
+        return table.expand(n, -1, -1, -1)
+    if box is None:
+        box = torch.tensor([[0.0, 0.0, 1.0, 1.0]], device=table.device).expand(n, 4)
+    box = box.to(device=table.device, dtype=torch.float32)
+    fx = (torch.arange(w, device=table.device, dtype=torch.float32) + 0.5) / w
+    fy = (torch.arange(h, device=table.device, dtype=torch.float32) + 0.5) / h
+    gx = box[:, 0, None] + fx[None] * (box[:, 2] - box[:, 0])[:, None]  # (N, w) in [0, 1]
+    gy = box[:, 1, None] + fy[None] * (box[:, 3] - box[:, 1])[:, None]  # (N, h)
+    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1) * 2 - 1
+    return F.grid_sample(table.float().expand(n, -1, -1, -1), grid, mode="bilinear",
+                         padding_mode="border", align_corners=False)
 
 
 def export_weights(net: nn.Module) -> dict[str, torch.Tensor]:

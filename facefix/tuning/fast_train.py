@@ -156,20 +156,26 @@ class PairSampler:
         self.recipe = get_recipe(config.recipe) if isinstance(config.recipe, str) else config.recipe
         self.rng = rng
 
-    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self) -> Batch:
         return self.batch_from(draw_seed(self.rng))
 
-    def batch_from(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch_from(self, seed: int) -> Batch:
         cfg, rng = self.config, np.random.default_rng(seed)
-        clean, bad = [], []
+        clean, bad, boxes = [], [], []
         for _ in range(cfg.batch):
             img = self.targets[int(rng.integers(len(self.targets)))]  # uint8: warped, then scaled
-            img = augment(img, rng, cfg.augmentation, crop=cfg.patch)
+            img, box = augment(img, rng, cfg.augmentation, crop=cfg.patch, with_box=True)
             deg = sample_degradation(self.recipe, rng)
             clean.append(img)
+            boxes.append(box)
             bad.append(apply_degradation(img, deg, rng, kernel_size=self.recipe.kernel_size))
         to_t = lambda a: torch.from_numpy(np.stack(a)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
-        return to_t(clean), to_t(bad)
+        return to_t(clean), to_t(bad), torch.tensor(boxes, dtype=torch.float32)
+
+
+#: A training batch: (target, input, box) — (N, 3, H, W) tensors and the (N, 4) windows'
+#: places in their faces (x0, y0, x1, y1 as fractions; see :meth:`FastNet.forward`).
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def draw_seed(rng: np.random.Generator) -> int:
@@ -188,7 +194,7 @@ class BatchPrefetcher:
     it in parallel. ``workers`` 0 makes each batch when asked.
     """
 
-    def __init__(self, make: Callable[[int], tuple[torch.Tensor, torch.Tensor]], rng: np.random.Generator,
+    def __init__(self, make: Callable[[int], Batch], rng: np.random.Generator,
                  workers: int, depth: int | None = None) -> None:
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
@@ -198,7 +204,7 @@ class BatchPrefetcher:
         self.depth = depth or 2 * workers
         self.queue: deque = deque()
 
-    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self) -> Batch:
         if self.pool is None:
             return self.make(draw_seed(self.rng))
         while len(self.queue) < self.depth:
@@ -315,7 +321,7 @@ def fit(
     net: FastNet,
     opt: torch.optim.Optimizer,
     *,
-    next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    next_batch: Callable[[], Batch],
     loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     config: TrainConfig,
     peak_lr: float,
@@ -338,7 +344,7 @@ def fit(
 
     Args:
         net, opt: the network (in train mode, on ``device``) and its optimiser.
-        next_batch: returns ``(target, input)`` CPU tensors (N, 3, H, W).
+        next_batch: returns a :data:`Batch` of CPU tensors: ``(target, input, box)``.
         loss_fn: ``loss_fn(prediction, target, input)``.
         rng: the data generator (saved in checkpoints).
         ckpt_path: checkpoint file, or None.
@@ -367,8 +373,7 @@ def fit(
 
     try:
         while not done():
-            clean, bad = next_batch()
-            clean, bad = clean.to(device), bad.to(device)
+            clean, bad, box = (t.to(device) for t in next_batch())
             progress = elapsed() / budget_s if budget_s > 0 else 1.0
             if max_steps:
                 progress = max(progress, step / max_steps)
@@ -376,7 +381,7 @@ def fit(
             for g in opt.param_groups:
                 g["lr"] = lr
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
-                pred = net(bad)
+                pred = net(bad, box)
             loss = loss_fn(pred, clean, bad)
             value = float(loss.detach())
             if not math.isfinite(value) or (
