@@ -83,6 +83,8 @@ def main() -> int:
                         help="override a TrainConfig field (experiments), e.g. fft_weight=0 or recipe=kuai")
     parser.add_argument("--face-size", type=int, action="append", help="score faces at this size, repeatable "
                         "(256: the issue's figures; default 512)")
+    parser.add_argument("--generic-share", type=float, help="share of the budget for the generic model "
+                        "(default: enroll's)")
     parser.add_argument("--position", type=int, help="override FastConfig.position (experiments; 0 = off)")
     parser.add_argument("--sample-people", action="store_true", help="also enroll every face in the photos "
                         "that insightface and scikit-image ship (t1.jpg, Tom Hanks, astronaut), one person each, "
@@ -164,7 +166,8 @@ def main() -> int:
     start = time.perf_counter()
     report = evaluate_person("obama", store=store, analyzer=analyzer, holdout=args.holdout,
                              budget_s=args.budget * 60, seed=args.seed, trained=trained,
-                             train_config=train_config, model_config=model_config, face_sizes=args.face_size)
+                             train_config=train_config, model_config=model_config, face_sizes=args.face_size,
+                             generic_share=args.generic_share)
     seconds = time.perf_counter() - start
     print(f"\nheld out: {', '.join(Path(p).name for p in report.held_out)}; "
           f"trained on {report.train_references} + {report.other_references} other; "

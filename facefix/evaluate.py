@@ -120,6 +120,7 @@ def evaluate_person(
     train_config=None,
     trained: dict | None = None,
     face_sizes: Sequence[int] | None = None,
+    generic_share: float | None = None,
 ) -> EvalReport:
     """Hold out ``holdout`` references of ``name``, train without them, and score.
 
@@ -141,6 +142,8 @@ def evaluate_person(
             by area averaging, degraded at that size, enlarged into the template (as
             restore does), restored, brought back and scored at that size. The
             contact sheet shows the first size.
+        generic_share: share of ``budget_s`` for the generic model (default: enroll's
+            share for a first enrolment, :data:`facefix.training.GENERIC_SHARE_NEW`).
     """
     from .tuning.fast_train import train_fast
 
@@ -153,14 +156,17 @@ def evaluate_person(
     else:
         # 1. train both models without the held-out references (scratch dirs, profile untouched)
         with tempfile.TemporaryDirectory(prefix="facefix-eval-") as tmp:
+            from .training import GENERIC_SHARE_NEW
+
+            generic_s = budget_s * (GENERIC_SHARE_NEW if generic_share is None else generic_share)
             if on_stage:
-                on_stage("generic model (eval)", budget_s / 2)
-            generic = train_fast(sets["generic"], budget_s=budget_s / 2, max_steps=max_steps, seed=seed,
+                on_stage("generic model (eval)", generic_s)
+            generic = train_fast(sets["generic"], budget_s=generic_s, max_steps=max_steps, seed=seed,
                                  checkpoint_dir=Path(tmp) / "generic", on_step=on_step, config=train_config,
                                  model_config=model_config, device=device)
             if on_stage:
-                on_stage(f"{name}'s model (eval)", budget_s / 2)
-            person = train_fast(sets["person"], init=generic.tensors, budget_s=budget_s / 2, max_steps=max_steps,
+                on_stage(f"{name}'s model (eval)", budget_s - generic_s)
+            person = train_fast(sets["person"], init=generic.tensors, budget_s=budget_s - generic_s, max_steps=max_steps,
                                 seed=seed + 1, checkpoint_dir=Path(tmp) / "person", on_step=on_step,
                                 config=train_config, model_config=model_config or _config_of(generic), device=device)
         restorers = {"generic": generic.restorer(name="fast/generic (eval)", device=device),

@@ -11,6 +11,7 @@ from facefix.faces import get_analyzer
 from facefix.profiles import ProfileStore
 from facefix.errors import UsageError
 from facefix.restorers.fast import TINY_CONFIG, FastRestorer
+from facefix.training import GENERIC_SHARE_NEW
 from facefix.tuning.fast_train import TrainConfig
 
 pytestmark = pytest.mark.slow
@@ -33,8 +34,12 @@ def astro(tmp_path, portrait_photo):
 def test_eval_scores_every_method_at_both_levels_and_leaves_the_profile(astro):
     store, analyzer = astro
     before = store.load("astro")
+    stages = []
     report = evaluate_person("astro", store=store, analyzer=analyzer, holdout=2, budget_s=600, max_steps=15,
-                             model_config=TINY_CONFIG, train_config=TrainConfig(patch=128, batch=4, warmup_steps=2))
+                             model_config=TINY_CONFIG, train_config=TrainConfig(patch=128, batch=4, warmup_steps=2),
+                             on_stage=lambda label, seconds: stages.append(seconds))
+    # the budget is split as a first enroll splits it
+    assert stages == pytest.approx([600 * GENERIC_SHARE_NEW, 600 * (1 - GENERIC_SHARE_NEW)])
     assert len(report.held_out) == 2 and report.train_references == 3
     assert {(r.level, r.method) for r in report.rows} == {(lv, m) for lv in ("moderate", "severe") for m in METHODS}
     for level in ("moderate", "severe"):
