@@ -25,6 +25,7 @@ from .faces import FaceAnalyzer
 from .metrics import psnr, ssim
 from .profiles import ProfileStore
 from .restorers.loading import resolve_device
+from .training import GENERIC_SHARE_NEW
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +157,6 @@ def evaluate_person(
     else:
         # 1. train both models without the held-out references (scratch dirs, profile untouched)
         with tempfile.TemporaryDirectory(prefix="facefix-eval-") as tmp:
-            from .training import GENERIC_SHARE_NEW
-
             generic_s = budget_s * (GENERIC_SHARE_NEW if generic_share is None else generic_share)
             if on_stage:
                 on_stage("generic model (eval)", generic_s)
