@@ -146,7 +146,7 @@ def main() -> int:
         if key.startswith("recipe."):  # one range of the recipe, e.g. recipe.scale=0.8,16
             from dataclasses import replace as with_field
 
-            from facefix.degrade import DegradationRecipe, get_recipe
+            from facefix.degrade import get_recipe
 
             base = overrides.get("recipe", "default")
             base = get_recipe(base) if isinstance(base, str) else base
@@ -180,7 +180,7 @@ def main() -> int:
     if args.sheet:
         from PIL import Image
 
-        Image.fromarray(np.clip(report.sheet * 255 + 0.5, 0, 255).astype(np.uint8)).save(args.sheet)
+        Image.fromarray(report.sheet_u8()).save(args.sheet)
     if args.json:
         args.json.write_text(json.dumps({**report.to_dict(), "seconds": seconds}, indent=1))
     return 0

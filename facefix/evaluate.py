@@ -65,6 +65,10 @@ class EvalReport:
             "steps": self.steps, "face_sizes": list(self.face_sizes), "rows": [asdict(r) for r in self.rows],
         }
 
+    def sheet_u8(self) -> np.ndarray:
+        """The contact sheet as uint8 RGB, ready to write."""
+        return _to8(self.sheet)
+
     def row(self, level: str, method: str, face_size: int | None = None) -> EvalRow:
         size = face_size or self.face_sizes[0]
         return next(r for r in self.rows if r.level == level and r.method == method and r.face_size == size)

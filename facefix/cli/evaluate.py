@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -56,8 +55,7 @@ def eval_command(
         report = evaluate_person(name, store=store, analyzer=analyzer, holdout=holdout, budget_s=budget * 60,
                                  seed=seed, device=device, on_stage=on_stage, on_step=on_step, face_sizes=face_size)
     target = sheet or Path(f"{name}_eval.png")
-    pixels = np.clip(report.sheet * 255 + 0.5, 0, 255).astype(np.uint8)
-    write_photo(Photo(pixels, PhotoMeta(format="PNG", mode="RGB")), target)
+    write_photo(Photo(report.sheet_u8(), PhotoMeta(format="PNG", mode="RGB")), target)
     if json_out:
         out.print_json(json.dumps({**report.to_dict(), "sheet": str(target)}))
         return

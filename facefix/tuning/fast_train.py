@@ -142,6 +142,11 @@ class TrainResult:
         return FastRestorer.load(self.tensors, self.settings, **kwargs)
 
 
+#: A training batch: (target, input, box) — (N, 3, H, W) tensors and the (N, 4) windows'
+#: places in their faces (x0, y0, x1, y1 as fractions; see :meth:`FastNet.forward`).
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
 class PairSampler:
     """Makes (clean, degraded) training windows from uint8 aligned faces, deterministically.
 
@@ -171,11 +176,6 @@ class PairSampler:
             bad.append(apply_degradation(img, deg, rng, kernel_size=self.recipe.kernel_size))
         to_t = lambda a: torch.from_numpy(np.stack(a)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
         return to_t(clean), to_t(bad), torch.tensor(boxes, dtype=torch.float32)
-
-
-#: A training batch: (target, input, box) — (N, 3, H, W) tensors and the (N, 4) windows'
-#: places in their faces (x0, y0, x1, y1 as fractions; see :meth:`FastNet.forward`).
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def draw_seed(rng: np.random.Generator) -> int:
