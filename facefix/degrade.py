@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -189,6 +189,42 @@ def apply_degradation(
     if (sh, sw) != (h, w):
         x = cv2.resize(x, (w, h), interpolation=cv2.INTER_LINEAR)
     return np.clip(x, 0.0, 1.0).astype(np.float32)
+
+
+def degrade_enlarged(
+    img: np.ndarray,
+    deg: Degradation,
+    rng: np.random.Generator,
+    enlarge: float,
+    *,
+    kernel_size: int = KERNEL_SIZE,
+    max_scale: float = 16.0,
+    max_sigma: float = 16.0,
+) -> np.ndarray:
+    """Degrade a face the way a small face in a photo reaches the 512 template.
+
+    The face is area-shrunk by ``enlarge`` (its size in the photo), degraded there
+    with ``deg`` (in the photo's pixels: its noise and JPEG blocks get enlarged
+    too), then enlarged back bicubically, as the alignment warp does. ``deg`` is
+    capped so that the whole loss of detail stays within ``max_scale`` (downscale)
+    and ``max_sigma`` (blur) in template pixels. ``enlarge`` ≤ 1 is
+    :func:`apply_degradation` itself. Same shape back, float32 in [0, 1].
+    """
+    h, w = img.shape[:2]
+    sh, sw = max(8, round(h / enlarge)), max(8, round(w / enlarge))
+    e = h / sh
+    if e <= 1.0:
+        return apply_degradation(img, deg, rng, kernel_size=kernel_size)
+    deg = replace(
+        deg,
+        scale=min(deg.scale, max(1.0, max_scale / e)),
+        sigma_x=min(deg.sigma_x, max_sigma / e),
+        sigma_y=min(deg.sigma_y, max_sigma / e),
+    )
+    small = cv2.resize(np.ascontiguousarray(img, dtype=np.float32), (sw, sh), interpolation=cv2.INTER_AREA)
+    bad = apply_degradation(small, deg, rng, kernel_size=kernel_size)
+    up = cv2.resize(bad, (w, h), interpolation=cv2.INTER_CUBIC)
+    return np.clip(up, 0.0, 1.0).astype(np.float32)
 
 
 def _as_rng(rng: np.random.Generator | int | None) -> np.random.Generator:

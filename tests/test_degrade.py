@@ -116,3 +116,26 @@ def test_log_scale_draws_each_doubling_of_the_downscale_equally_often():
     assert 1.0 <= scales.min() and scales.max() <= 16.0
     shares = [np.mean((scales >= 2.0**k) & (scales < 2.0 ** (k + 1))) for k in range(4)]
     assert np.allclose(shares, 0.25, atol=0.03)  # uniform draws would put 7/15 in the top doubling
+
+
+def test_a_small_face_is_degraded_at_its_own_size_then_enlarged(face):
+    """Noise and JPEG of a 128-px face come out as 4-px blobs in the template, not pixel
+    grain; the same recipe costs a smaller face more; the caps bound the total loss."""
+    from facefix.degrade import Degradation, degrade_enlarged
+
+    flat = np.full((256, 256, 3), 0.5, np.float32)
+    noisy = Degradation(0.1, 0.1, 0.0, 1.0, 20.0, None)
+    grain = degrade_enlarged(flat, noisy, np.random.default_rng(0), 1.0) - 0.5
+    blobs = degrade_enlarged(flat, noisy, np.random.default_rng(0), 4.0) - 0.5
+    assert blobs.shape == flat.shape and blobs.dtype == np.float32
+    step = lambda n: np.abs(np.diff(n, axis=1)).mean() / n.std()
+    assert step(blobs) < 0.5 * step(grain)  # neighbouring pixels agree: the noise was enlarged
+
+    img = face.astype(np.float32)
+    mild = Degradation(1.0, 1.0, 0.0, 2.0, 0.0, None)
+    at_1 = degrade_enlarged(img, mild, np.random.default_rng(0), 1.0)
+    at_3 = degrade_enlarged(img, mild, np.random.default_rng(0), 3.0)  # 256 / 3: an 85-px face
+    assert np.abs(at_3 - img).mean() > 1.5 * np.abs(at_1 - img).mean()  # same recipe, smaller face: more lost
+    wild = Degradation(10.0, 10.0, 0.0, 8.0, 0.0, None)
+    capped = degrade_enlarged(img, wild, np.random.default_rng(0), 8.0)
+    assert np.isfinite(capped).all() and capped.std() > 0.01  # capped at x16 overall: something is left

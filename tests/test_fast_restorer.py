@@ -279,3 +279,22 @@ def test_weights_from_before_the_position_map_still_load():
     settings["config"].pop("position")  # as written by facefix before the map existed
     loaded = FastRestorer.load(tensors, settings, precision="fp32")
     assert loaded.config.position == 0 and FastConfig.from_dict(settings["config"]).position == 0
+
+
+def test_some_training_windows_are_small_faces_enlarged_into_the_template(faces):
+    """With enlarge_prob 1 every window is a face shrunk, degraded at that size and enlarged
+    back: its input has lost more detail than the template-scale recipe takes; the window
+    and its place in the face are unchanged by the margin the degradation works on."""
+    big = np.stack([np.asarray(Image.fromarray(f).resize((512, 512), Image.LANCZOS)) for f in faces])
+    mild = DegradationRecipe(sigma=(0.5, 1.0), scale=(1.0, 1.5), noise=(0, 2), jpeg=(90, 100))
+    batches = {p: PairSampler(big, replace(TINY_TRAIN, patch=128, batch=8, recipe=mild, enlarge_prob=p),
+                              np.random.default_rng(0)).batch() for p in (0.0, 1.0)}
+    detail = lambda t: (t[..., :, 1:] - t[..., :, :-1]).abs().mean()
+    for clean, bad, box in batches.values():
+        assert clean.shape == bad.shape == (8, 3, 128, 128)
+        assert torch.allclose(box[:, 2] - box[:, 0], torch.full((8,), 0.25))  # 128 of 512
+    lost = {p: detail(clean) - detail(bad) for p, (clean, bad, _) in batches.items()}
+    assert lost[1.0] > 2 * lost[0.0]
+    again = PairSampler(big, replace(TINY_TRAIN, patch=128, batch=8, recipe=mild, enlarge_prob=1.0),
+                        np.random.default_rng(0)).batch()
+    assert all(torch.equal(a, b) for a, b in zip(again, batches[1.0]))  # deterministic
