@@ -79,7 +79,7 @@ class TrainConfig:
         enlarge_prob: Share of training faces made as small faces enlarged into the template
             (:func:`facefix.degrade.degrade_enlarged`: degraded at the small size, so their
             noise and JPEG blocks are enlarged too, as in a small face of a real photo); the
-            rest are degraded at the template's scale. 0.25 measured best at 10 CPU minutes
+            rest are degraded at the template's scale. 0.15 measured best at 10 CPU minutes
             (docs/fast_restorer.md): small severe faces much truer, large mild ones as good.
         enlarge_max: Largest enlargement drawn (log-uniformly from 1) for those faces.
     """
@@ -101,7 +101,7 @@ class TrainConfig:
     spike_factor: float = 4.0
     snapshot_every: int = 25
     data_workers: int | str = "auto"
-    enlarge_prob: float = 0.25
+    enlarge_prob: float = 0.15
     enlarge_max: float = 8.0
 
 
