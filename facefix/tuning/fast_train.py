@@ -32,7 +32,6 @@ import torch.nn.functional as F
 from ..degrade import (
     Augmentation,
     DegradationRecipe,
-    apply_degradation,
     augment,
     degrade_enlarged,
     get_recipe,
@@ -178,24 +177,22 @@ class PairSampler:
         clean, bad, boxes = [], [], []
         for _ in range(cfg.batch):
             img = self.targets[int(rng.integers(len(self.targets)))]  # uint8: warped, then scaled
+            enlarge = 1.0
             if cfg.enlarge_prob > 0 and rng.random() < cfg.enlarge_prob:
-                # A small face enlarged into the template: degraded at its own size. A
-                # margin around the window lets the shrunk face's blur see real context.
+                # A small face enlarged into the template: degraded at its own size.
                 enlarge = float(np.exp(rng.uniform(0.0, np.log(cfg.enlarge_max))))
-                m, side = cfg.patch // 4, img.shape[1]
-                big, box = augment(img, rng, cfg.augmentation, crop=cfg.patch + 2 * m, with_box=True)
-                deg = sample_degradation(self.recipe, rng)
-                low = degrade_enlarged(big, deg, rng, enlarge, kernel_size=self.recipe.kernel_size)
-                img, low = big[m:-m, m:-m], low[m:-m, m:-m]
+            # An enlarged face's window gets a margin, so its blur sees real context.
+            m, side = (cfg.patch // 4 if enlarge > 1 else 0), img.shape[1]
+            img, box = augment(img, rng, cfg.augmentation, crop=cfg.patch + 2 * m, with_box=True)
+            deg = sample_degradation(self.recipe, rng)
+            low = degrade_enlarged(img, deg, rng, enlarge, kernel_size=self.recipe.kernel_size)
+            if m:
+                img, low = img[m:-m, m:-m], low[m:-m, m:-m]
                 box = (box[0] + m / side, box[1] + m / side, box[2] - m / side, box[3] - m / side)
-            else:
-                img, box = augment(img, rng, cfg.augmentation, crop=cfg.patch, with_box=True)
-                deg = sample_degradation(self.recipe, rng)
-                low = apply_degradation(img, deg, rng, kernel_size=self.recipe.kernel_size)
             clean.append(img)
             boxes.append(box)
             bad.append(low)
-        to_t = lambda a: torch.from_numpy(np.ascontiguousarray(np.stack(a))).permute(0, 3, 1, 2).contiguous()  # noqa: E731
+        to_t = lambda a: torch.from_numpy(np.stack(a)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
         return to_t(clean), to_t(bad), torch.tensor(boxes, dtype=torch.float32)
 
 
