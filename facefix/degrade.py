@@ -221,10 +221,20 @@ def degrade_enlarged(
         sigma_x=min(deg.sigma_x, max_sigma / e),
         sigma_y=min(deg.sigma_y, max_sigma / e),
     )
-    small = cv2.resize(np.ascontiguousarray(img, dtype=np.float32), (sw, sh), interpolation=cv2.INTER_AREA)
-    bad = apply_degradation(small, deg, rng, kernel_size=kernel_size)
-    up = cv2.resize(bad, (w, h), interpolation=cv2.INTER_CUBIC)
-    return np.clip(up, 0.0, 1.0).astype(np.float32)
+    small = resize_like_alignment(img, sw, sh)
+    return resize_like_alignment(apply_degradation(small, deg, rng, kernel_size=kernel_size), w, h)
+
+
+def resize_like_alignment(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resample a float (H, W, 3) face the way a face reaches, or leaves, the template:
+    area-averaged when it shrinks, bicubic (as the alignment warp) when it grows.
+    float32, clipped to [0, 1]; the same array back when the size already matches."""
+    h, w = img.shape[:2]
+    if (w, h) == (width, height):
+        return img
+    interp = cv2.INTER_AREA if width * height < w * h else cv2.INTER_CUBIC
+    out = cv2.resize(np.ascontiguousarray(img, dtype=np.float32), (width, height), interpolation=interp)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
 def _as_rng(rng: np.random.Generator | int | None) -> np.random.Generator:

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .degrade import LEVELS, degrade_level
+from .degrade import LEVELS, degrade_level, resize_like_alignment
 from .errors import UsageError
 from .faces import FaceAnalyzer
 from .metrics import psnr, ssim
@@ -79,11 +79,10 @@ def _to8(x: np.ndarray) -> np.ndarray:
 
 
 def _resize(faces: np.ndarray, size: int) -> np.ndarray:
-    """Faces (N, H, W, 3) float to ``size`` px: area-averaged down, bicubic up (as the alignment warp)."""
+    """Faces (N, H, W, 3) float to ``size`` px, as :func:`facefix.degrade.resize_like_alignment`."""
     if faces.shape[1] == size:
         return faces
-    interp = cv2.INTER_AREA if size < faces.shape[1] else cv2.INTER_CUBIC
-    return np.stack([np.clip(cv2.resize(f, (size, size), interpolation=interp), 0.0, 1.0) for f in faces])
+    return np.stack([resize_like_alignment(f, size, size) for f in faces])
 
 
 def _scores(level: str, method: str, out: np.ndarray, clean: np.ndarray, clean_emb: np.ndarray,
