@@ -69,6 +69,24 @@ def add_sample_people(store, analyzer) -> None:
     print(f"sample people: {count} faces")
 
 
+def enroll_people(photos: Path, analyzer):
+    """Obama (five photos) and Biden as profiles in the current FACEFIX_HOME; the store."""
+    from facefix.enroll import select_references
+    from facefix.profiles import ProfileStore
+
+    store = ProfileStore()
+    for name, files in (("obama", sorted(photos.glob("obama*.jpg"))), ("biden", [photos / "biden.jpg"])):
+        selection = select_references(files, analyzer, min_face=48)
+        for r in selection.rejected:
+            print(f"{name}: rejected {r.path.name}: {r.reason}")
+        with store.edit(name, create=True) as editor:
+            for c in selection.accepted:
+                editor.add_reference(c.crop, source=c.path, sha256=c.sha256,
+                                     embeddings={analyzer.name: c.face.embedding}, box=c.face.box)
+        print(f"{name}: {len(selection.accepted)} references")
+    return store
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=10.0, help="training minutes (both models)")
@@ -102,24 +120,13 @@ def main() -> int:
     os.environ["FACEFIX_HOME"] = str(home)
     import torch
 
-    from facefix.enroll import select_references
     from facefix.evaluate import evaluate_person
     from facefix.faces import get_analyzer
-    from facefix.profiles import ProfileStore
 
     if args.threads:
         torch.set_num_threads(args.threads)
     analyzer = get_analyzer("dlib")
-    store = ProfileStore()
-    for name, files in (("obama", sorted(photos.glob("obama*.jpg"))), ("biden", [photos / "biden.jpg"])):
-        selection = select_references(files, analyzer, min_face=48)
-        for r in selection.rejected:
-            print(f"{name}: rejected {r.path.name}: {r.reason}")
-        with store.edit(name, create=True) as editor:
-            for c in selection.accepted:
-                editor.add_reference(c.crop, source=c.path, sha256=c.sha256,
-                                     embeddings={analyzer.name: c.face.embedding}, box=c.face.box)
-        print(f"{name}: {len(selection.accepted)} references")
+    store = enroll_people(photos, analyzer)
     if args.sample_people:
         add_sample_people(store, analyzer)
     if args.export:
