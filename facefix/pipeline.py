@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import UsageError
 from .faces import Alignment, FaceAnalyzer, estimate_alignment, paste_faces, warp_face
+from .faces.grain import estimate_grain
 from .faces.types import Face
 from .matching import Gallery, assign
 from .photos import Photo, PhotoMeta, read_photo, write_photo
@@ -48,6 +49,9 @@ class RestoreOptions:
         upscale: integer factor for the whole output photo.
         strength: 1 = restored face, 0 = original; in between blends.
         aligned: inputs are already aligned 512 face crops (no detection).
+        grain: give restored faces the photo's own film grain, this many times what
+            they lack of it (0 = off; 1 = as strong as the photo's), so that a face in
+            a grainy scan does not look pasted on.
     """
 
     person: str = "auto"
@@ -56,6 +60,7 @@ class RestoreOptions:
     upscale: int = 1
     strength: float = 1.0
     aligned: bool = False
+    grain: float = 0.0
 
     def __post_init__(self) -> None:
         if self.faces not in FACE_CHOICES:
@@ -64,6 +69,8 @@ class RestoreOptions:
             raise UsageError(f"--upscale must be between 1 and 8, not {self.upscale}")
         if not 0.0 <= self.strength <= 1.0:
             raise UsageError(f"--strength must be between 0 and 1, not {self.strength}")
+        if not 0.0 <= self.grain <= 2.0:
+            raise UsageError(f"--grain must be between 0 and 2, not {self.grain}")
         if self.min_face < 0:
             raise UsageError(f"--min-face must be positive, not {self.min_face}")
 
@@ -223,7 +230,8 @@ def finish_image(
         base = cv2.resize(rgb, (w * options.upscale, h * options.upscale), interpolation=cv2.INTER_CUBIC)
         base = np.clip(base, 0.0, 1.0)
         alignments = [a.scaled(options.upscale) for a in alignments]
-    out = paste_faces(base, after, alignments) if analysis.todo else base
+    grain = estimate_grain(base) if options.grain > 0 and analysis.todo else None
+    out = paste_faces(base, after, alignments, grain=grain, grain_amount=options.grain) if analysis.todo else base
     return RestoredImage(out, records, analysis.before, tuple(after))
 
 

@@ -56,6 +56,9 @@ def restore_command(
     min_face: Annotated[float, typer.Option(help="Skip faces under this eye-to-mouth distance (px).")] = 10.0,
     aligned: Annotated[bool, typer.Option(help="Inputs are already aligned 512x512 face crops.")] = False,
     strength: Annotated[float, typer.Option(help="1 = fully restored, 0 = original.")] = 1.0,
+    grain: Annotated[float, typer.Option(
+        help="Give restored faces the photo's own film grain (1 = as strong as the photo's, 0 = off), "
+             "so that faces in grainy scans do not look pasted on.")] = 0.0,
     save_faces: Annotated[bool, typer.Option(help="Also write each face before and after.")] = False,
     compare: Annotated[bool, typer.Option(help="Also write a side-by-side comparison image.")] = False,
     tta: Annotated[bool, typer.Option(help="Average each face with its mirror image (2x slower).")] = False,
@@ -87,7 +90,7 @@ def restore_command(
     Exit status: 0 all done, 1 some photos failed, 2 usage error.
     """
     options = RestoreOptions(person=person, faces=faces, min_face=min_face, upscale=upscale,
-                             strength=strength, aligned=aligned)
+                             strength=strength, aligned=aligned, grain=grain)
     if output is not None and output.exists() and not output.is_dir():
         raise UsageError(f"--output {output} is a file; give a folder")
     device_list = _parse_devices(devices) if devices else [device]

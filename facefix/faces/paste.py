@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from .align import Alignment
+from .grain import Grain, make_grain, missing_sigma
 
 
 @lru_cache(maxsize=8)
@@ -61,6 +62,9 @@ def paste_faces(
     alignments: Sequence[Alignment],
     *,
     mask: np.ndarray | None = None,
+    grain: Grain | None = None,
+    grain_amount: float = 1.0,
+    seed: int = 0,
 ) -> np.ndarray:
     """Return a copy of ``image`` with each crop blended back in place.
 
@@ -70,6 +74,9 @@ def paste_faces(
         crops: float32 (S, S, 3) restored crops, one per alignment.
         alignments: where each crop came from.
         mask: optional (S, S) weights replacing :func:`face_mask`.
+        grain: the photo's grain (:func:`facefix.faces.grain.estimate_grain`): each
+            pasted face gets what it lacks of it, ``grain_amount`` times, under its mask.
+        seed: seeds the grain, so the same photo comes out the same.
 
     Overlapping faces are blended in order, each over the result so far.
     """
@@ -77,7 +84,7 @@ def paste_faces(
         raise ValueError(f"{len(crops)} crops but {len(alignments)} alignments")
     out = np.array(image, dtype=np.float32, copy=True)
     h, w = out.shape[:2]
-    for crop, alignment in zip(crops, alignments):
+    for index, (crop, alignment) in enumerate(zip(crops, alignments)):
         region = _region(alignment, h, w)
         if region is None:
             continue
@@ -100,4 +107,11 @@ def paste_faces(
         weight = np.clip(weight, 0.0, 1.0)[:, :, None]
         patch = out[y0:y1, x0:x1]
         out[y0:y1, x0:x1] = patch + (warped - patch) * weight
+        if grain is not None and grain.visible and grain_amount > 0:
+            sigma = missing_sigma(grain, np.broadcast_to(warped, patch.shape), weight[:, :, 0] > 0.9, grain_amount)
+            if sigma.max() > 0:
+                noise = make_grain((y1 - y0, x1 - x0), grain, sigma, np.random.default_rng([seed, index]))
+                out[y0:y1, x0:x1] += noise * weight
+    if grain is not None:
+        np.clip(out, 0.0, 1.0, out=out)
     return out
