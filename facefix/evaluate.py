@@ -214,12 +214,62 @@ def eval_training_sets(name: str, *, store: ProfileStore, holdout: int, seed: in
     if holdout < 1 or len(crops) - holdout < 1:
         raise UsageError(f"{name} has {len(crops)} references; --holdout must be between 1 and "
                          f"{len(crops) - 1} so that some remain for training")
-    order = np.random.default_rng(seed).permutation(len(crops))
-    test_idx, train_idx = sorted(order[:holdout]), sorted(order[holdout:])
+    test_idx, train_idx = holdout_split(crops, holdout, seed)
+    if not train_idx:
+        raise UsageError(f"{name}'s references come from too few different photos to hold out {holdout} "
+                         "(crops of one photo are held out together); use a smaller --holdout or add photos")
     others = [store.load_crops(store.load(n)) for n in store.names() if n != name]
     others = np.concatenate([o for o in others if len(o)]) if any(len(o) for o in others) else crops[:0]
     return {"crops": crops, "test_idx": test_idx, "train_idx": train_idx, "others": len(others),
             "generic": np.concatenate([others, crops[train_idx]]), "person": crops[train_idx]}
+
+
+#: Two references are parts of one photo when their aligned crops (at 128 px) agree within
+#: this (of 1.0) on at least :data:`SAME_PHOTO_SHARE` of the pixels. Different photos of
+#: one person agree on 0-3 % (Obama's five), crops of one photo on 11-49 %, re-lit copies
+#: of one photo (the test sets) on up to 10 %.
+SAME_PHOTO_TOLERANCE = 0.03
+SAME_PHOTO_SHARE = 0.15
+
+
+def photo_groups(crops: np.ndarray) -> list[list[int]]:
+    """References grouped by the photo they come from (crops of one photo, near-duplicates).
+
+    Held-out faces must not be in training under another name: a face cropped out
+    of a photo that is also a reference would be scored on what the model saw.
+    """
+    small = np.stack([cv2.resize(c, (128, 128), interpolation=cv2.INTER_AREA) for c in crops]).astype(np.float32)
+    small /= 255.0
+    parent = list(range(len(crops)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(crops)):
+        for j in range(i + 1, len(crops)):
+            agree = (np.abs(small[i] - small[j]).max(axis=-1) < SAME_PHOTO_TOLERANCE).mean()
+            if agree >= SAME_PHOTO_SHARE:
+                parent[root(j)] = root(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(crops)):
+        groups.setdefault(root(i), []).append(i)
+    return sorted(groups.values())
+
+
+def holdout_split(crops: np.ndarray, holdout: int, seed: int) -> tuple[list[int], list[int]]:
+    """(held out, kept) indices: whole photo groups, in a seeded order, until ``holdout``
+    references are held out. With no shared photos this is a seeded random choice of
+    ``holdout`` references."""
+    groups = photo_groups(crops)
+    test: list[int] = []
+    for g in np.random.default_rng(seed).permutation(len(groups)):
+        if len(test) >= holdout:
+            break
+        test += groups[g]
+    return sorted(test), sorted(set(range(len(crops))) - set(test))
 
 
 def _config_of(result):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import pytest
 
 from facefix import samples
@@ -72,3 +74,27 @@ def test_eval_scores_small_faces_at_their_own_size(astro):
     assert report.row("severe", "person") == report.row("severe", "person", 512)  # the first size by default
     with pytest.raises(UsageError, match="--face-size"):
         evaluate_person("astro", store=store, analyzer=analyzer, holdout=2, trained=trained, face_sizes=(1000,))
+
+
+def _textured(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.random((32, 32, 3)).astype(np.float32)
+    return (np.clip(cv2.resize(small, (512, 512), interpolation=cv2.INTER_CUBIC), 0, 1) * 255).astype(np.uint8)
+
+
+def test_crops_of_one_photo_are_held_out_together_and_others_split_as_before():
+    from facefix.evaluate import holdout_split, photo_groups
+
+    faces = [_textured(s) for s in range(4)]
+    partial = faces[0].copy()
+    partial[:, 300:] = partial[:, 299 - np.arange(212)]  # cut at the photo's edge, mirrored (as alignment pads)
+    crops = np.stack([*faces, partial])
+    assert photo_groups(crops) == [[0, 4], [1], [2], [3]]
+    for seed in range(20):
+        test, train = holdout_split(crops, 2, seed)
+        assert (0 in test) == (4 in test) and sorted(test + train) == list(range(5)) and train
+    # with no shared photos, the seeded choice of references is unchanged
+    distinct = np.stack(faces)
+    for seed in range(5):
+        order = np.random.default_rng(seed).permutation(4)
+        assert holdout_split(distinct, 2, seed) == (sorted(order[:2]), sorted(order[2:]))

@@ -22,7 +22,7 @@ from .main import app
 def eval_command(
     name: Annotated[str, typer.Argument(help="An enrolled person.", show_default=False)],
     *,
-    holdout: Annotated[int, typer.Option(help="References held out for testing.")] = 3,
+    holdout: Annotated[int, typer.Option(help="References held out for testing (at least; crops of one photo are held out together).")] = 3,
     budget: Annotated[float, typer.Option(help="Training time in minutes (both models together).")] = 10.0,
     sheet: Annotated[Path | None, typer.Option(help="Contact sheet PNG (default: NAME_eval.png here).")] = None,
     seed: Annotated[int, typer.Option(help="Chooses the held-out photos and seeds the degradations.")] = 0,
