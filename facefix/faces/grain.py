@@ -135,10 +135,16 @@ def estimate_grain(image: np.ndarray, blur: float | None = None) -> Grain:
 
 
 @lru_cache(maxsize=16)
+def _reference(blur: float) -> tuple[float, float]:
+    """(standard deviation, robust estimate) of unit white noise blurred by ``blur``."""
+    field = _blurred_field(np.random.default_rng(1).standard_normal((512, 512)).astype(np.float32), blur)
+    return float(field.std()), float(_sigma(_haar_hh(field)[..., None])[0])
+
+
 def _per_estimate(blur: float) -> float:
     """Standard deviation of grain of size ``blur`` per unit of its robust estimate."""
-    field = _blurred_field(np.random.default_rng(1).standard_normal((512, 512)).astype(np.float32), blur)
-    return float(field.std() / _sigma(_haar_hh(field)[..., None])[0])
+    std, estimate = _reference(blur)
+    return std / estimate
 
 
 def make_grain(shape: tuple[int, int], grain: Grain, sigma: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -147,14 +153,8 @@ def make_grain(shape: tuple[int, int], grain: Grain, sigma: np.ndarray, rng: np.
     h, w = shape
     count = 1 if grain.mono else 3
     fields = [_blurred_field(rng.standard_normal((h, w)).astype(np.float32), grain.blur) for _ in range(count)]
-    field = np.stack(fields, axis=-1)
-    field /= max(float(field.std()), 1e-6) if field.size > 64 else _unit_std(round(grain.blur, 2))
-    return field * np.asarray(sigma, np.float32)
-
-
-@lru_cache(maxsize=16)
-def _unit_std(blur: float) -> float:
-    return float(_blurred_field(np.random.default_rng(2).standard_normal((512, 512)).astype(np.float32), blur).std())
+    unit = np.stack(fields, axis=-1) / _reference(grain.blur)[0]
+    return unit * np.asarray(sigma, np.float32)
 
 
 def missing_sigma(grain: Grain, face: np.ndarray, where: np.ndarray, amount: float = 1.0) -> np.ndarray:
