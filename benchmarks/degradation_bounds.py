@@ -41,7 +41,7 @@ def main() -> int:
 
     from facefix import paths
     from facefix.degrade import LEVELS, degrade_fixed, degrade_level
-    from facefix.evaluate import _resize, eval_training_sets
+    from facefix.evaluate import _resize, degradation_seed, eval_training_sets
     from facefix.faces import get_analyzer
     from facefix.metrics import psnr
 
@@ -53,7 +53,7 @@ def main() -> int:
         for size in args.face_size or (512, 256, 128):
             clean = _resize(faces, size)
             for li, (name, lv) in enumerate(LEVELS.items()):
-                seeds = [seed + 1000 * li + i for i in range(len(clean))]  # as evaluate_person
+                seeds = [degradation_seed(seed, li, i) for i in range(len(clean))]
                 scores = np.array([
                     [psnr(degrade_level(c, name, seed=s), c),
                      psnr(degrade_fixed(c, lv.sigma, lv.scale, lv.noise, None, seed=s), c),

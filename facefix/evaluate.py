@@ -185,7 +185,7 @@ def evaluate_person(
     for size in sizes:
         clean = _resize(crops[test_idx].astype(np.float32) / 255.0, size)
         for li, level in enumerate(LEVELS):
-            bad = np.stack([degrade_level(c, level, seed=seed + 1000 * li + i)
+            bad = np.stack([degrade_level(c, level, seed=degradation_seed(seed, li, i))
                             for i, c in enumerate(clean)]).astype(np.float32)
             enlarged = _resize(bad, template)
             outputs = {"degraded": bad, **{m: _resize(r.restore(enlarged), size) for m, r in restorers.items()}}
@@ -200,6 +200,11 @@ def evaluate_person(
         train_references=len(train_idx), other_references=sets["others"],
         steps=steps, rows=tuple(rows), sheet=sheet, face_sizes=sizes,
     )
+
+
+def degradation_seed(seed: int, level_index: int, face_index: int) -> int:
+    """The noise seed of held-out face ``face_index`` at level ``level_index`` (of LEVELS)."""
+    return seed + 1000 * level_index + face_index
 
 
 def eval_training_sets(name: str, *, store: ProfileStore, holdout: int, seed: int) -> dict:

@@ -230,8 +230,10 @@ def finish_image(
         base = cv2.resize(rgb, (w * options.upscale, h * options.upscale), interpolation=cv2.INTER_CUBIC)
         base = np.clip(base, 0.0, 1.0)
         alignments = [a.scaled(options.upscale) for a in alignments]
-    grain = estimate_grain(base) if options.grain > 0 and analysis.todo else None
-    out = paste_faces(base, after, alignments, grain=grain, grain_amount=options.grain) if analysis.todo else base
+    out = base
+    if analysis.todo:
+        grain = estimate_grain(base) if options.grain > 0 else None
+        out = paste_faces(base, after, alignments, grain=grain, grain_amount=options.grain)
     return RestoredImage(out, records, analysis.before, tuple(after))
 
 

@@ -221,4 +221,3 @@ def test_unknown_person_is_one_clear_error(world):
     result = facefix("restore", world["root"] / "old.jpg", "--person", "bob", home=world["home"])
     assert result.returncode == 1
     assert "no profile named 'bob'" in result.stderr and "astro" in result.stderr
-
