@@ -21,32 +21,12 @@ import hashlib
 import json
 import os
 import platform
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-SDIST = "face_recognition==1.3.0"
-
-
-def fetch_photos(cache: Path) -> Path:
-    """Download and unpack face_recognition's sdist once; return its test_images folder."""
-    folder = cache / "face_recognition-1.3.0" / "tests" / "test_images"
-    if folder.is_dir():
-        return folder
-    cache.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                    "-d", str(cache), SDIST], check=True, stdout=subprocess.DEVNULL)
-    (archive,) = cache.glob("face_recognition-1.3.0.tar.gz")
-    with tarfile.open(archive) as tar:
-        members = [m for m in tar.getmembers() if "/tests/test_images/" in m.name and m.isfile()]
-        tar.extractall(cache, members=members, filter="data")
-    return folder
-
 
 def add_sample_people(store, analyzer) -> None:
     """Every face in the sample photos that installed packages ship, one profile each."""
@@ -113,9 +93,9 @@ def main() -> int:
                         "instead of training here")
     args = parser.parse_args()
 
-    from facefix import paths
+    from facefix import paths, samples
 
-    photos = fetch_photos(paths.cache_dir() / "eval-photos")
+    photos = samples.face_recognition_photos(paths.cache_dir() / "eval-photos")
     home = Path(tempfile.mkdtemp(prefix="facefix-eval-real-"))
     os.environ["FACEFIX_HOME"] = str(home)
     import torch

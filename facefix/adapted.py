@@ -332,6 +332,12 @@ def adapt_album(
         raise ModelError(f"facefix adapt needs the diffusion prior to make pseudo-targets. {exc}") from exc
     restorers = FastRestorers(store, generic, device=device)
     start = restorers.get(None if person == "auto" else person)
+    from .restorers.fast import FastRestorer
+
+    if not isinstance(start, FastRestorer):
+        # Without a trained model the provider hands out the weight-free classical restorer: nothing to fine-tune.
+        raise ModelError(f"facefix adapt fine-tunes a trained fast restorer and there is none yet ({start.name} has "
+                         "no weights); enroll someone first with 'facefix enroll NAME DIR'")
     photos = scan_photos(Path(folder))
     if not photos:
         raise UsageError(f"no photos (jpg, png, tif, webp, bmp) in {folder}")

@@ -3,9 +3,10 @@
 Holds out some of the person's references, trains a generic model and the
 person's model on everything else (so nothing held out is seen in training),
 degrades the held-out faces at two fixed levels with fixed seeds, restores
-them with both models, and scores each against the original: PSNR, SSIM and
-identity similarity (cosine of the face backend's embeddings). The profile on
-disk is not changed.
+them with every restorer, and scores each against the original: PSNR, SSIM,
+identity similarity (cosine of the face backend's embeddings), sharpness against
+the original's and the expression error of eyes and mouth
+(:mod:`facefix.metrics`). The profile on disk is not changed.
 """
 
 from __future__ import annotations
@@ -22,14 +23,20 @@ import numpy as np
 from .degrade import LEVELS, degrade_level, resize_like_alignment
 from .errors import UsageError
 from .faces import FaceAnalyzer
-from .metrics import psnr, ssim
+from .faces.landmarks import aligned_landmarks68
+from .metrics import expression_error, psnr, sharpness_ratio, ssim
 from .profiles import ProfileStore
+from .restorers.guides import GuideSet
 from .restorers.loading import resolve_device
+from .restorers.reference import ReferenceRestorer
 from .training import GENERIC_SHARE_NEW
 
 log = logging.getLogger(__name__)
 
-METHODS = ("degraded", "generic", "person")
+#: The method every report scores first: the degraded input itself, restored by nothing.
+#: The restorers follow in the order of the ``restorers`` they were given, so the set
+#: of methods is whatever was trained or passed in (generic, person, person+refs, ...).
+BASELINE = "degraded"
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,8 @@ class EvalRow:
     ssim: float
     identity: float  # mean cosine similarity to the original's embedding
     distance: float  # mean Euclidean distance of the unit embeddings (dlib's scale)
+    sharpness: float  # mean detail energy over the original's (1 = as sharp), metrics.sharpness_ratio
+    expression: float  # mean eyes/mouth structure not the original's (lower = truer), metrics.expression_error
     faces: int
     face_size: int = 512  # side of the faces scored, px
 
@@ -58,11 +67,17 @@ class EvalReport:
     sheet: np.ndarray
     face_sizes: tuple[int, ...] = (512,)
 
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The methods scored, in report order (:data:`BASELINE` first)."""
+        return tuple(dict.fromkeys(r.method for r in self.rows))
+
     def to_dict(self) -> dict:
         return {
             "person": self.person, "backend": self.backend, "held_out": list(self.held_out),
             "train_references": self.train_references, "other_references": self.other_references,
-            "steps": self.steps, "face_sizes": list(self.face_sizes), "rows": [asdict(r) for r in self.rows],
+            "steps": self.steps, "face_sizes": list(self.face_sizes), "methods": list(self.methods),
+            "rows": [asdict(r) for r in self.rows],
         }
 
     def sheet_u8(self) -> np.ndarray:
@@ -86,21 +101,65 @@ def _resize(faces: np.ndarray, size: int) -> np.ndarray:
 
 
 def _scores(level: str, method: str, out: np.ndarray, clean: np.ndarray, clean_emb: np.ndarray,
-            analyzer: FaceAnalyzer, template: int, size: int) -> EvalRow:
+            clean_points: np.ndarray, analyzer: FaceAnalyzer, template: int, size: int) -> EvalRow:
     emb = analyzer.embed_aligned(_to8(_resize(out, template)))
     cos = np.sum(emb * clean_emb, axis=1)
     dist = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * cos))
-    return EvalRow(level, method, float(np.mean([psnr(o, c) for o, c in zip(out, clean)])),
-                   float(np.mean([ssim(o, c) for o, c in zip(out, clean)])),
-                   float(cos.mean()), float(dist.mean()), len(out), size)
+    return EvalRow(level=level, method=method, psnr=float(np.mean([psnr(o, c) for o, c in zip(out, clean)])),
+                   ssim=float(np.mean([ssim(o, c) for o, c in zip(out, clean)])),
+                   identity=float(cos.mean()), distance=float(dist.mean()),
+                   sharpness=sharpness_ratio(out, clean, clean_points),
+                   expression=expression_error(out, clean, clean_points), faces=len(out), face_size=size)
 
 
-def contact_sheet(columns: list[np.ndarray], labels: list[str], tile: int = 192) -> np.ndarray:
-    """Grid of faces: one row per face and level, one column per method."""
+#: Boxes of the contact sheet's zoomed crops in 512-template pixels (left, top, right,
+#: bottom): half the crop's width, so shown at the tile's width they are twice the
+#: tile's scale -- lashes, irises and teeth become visible.
+ZOOM_BOXES_512 = {"eyes": (128, 188, 384, 288), "mouth": (128, 316, 384, 436)}
+#: White rows above each zoomed strip: without them the strips read as one odd face.
+ZOOM_GAP = 2
+
+
+def _fit(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    interp = cv2.INTER_AREA if width < img.shape[1] else cv2.INTER_CUBIC
+    return np.clip(cv2.resize(np.ascontiguousarray(img, np.float32), (width, height), interpolation=interp), 0, 1)
+
+
+def contact_sheet(columns: Sequence[np.ndarray], labels: Sequence[str], tile: int = 192, *,
+                  zoom: bool = True) -> np.ndarray:
+    """Grid of aligned faces: one row per face, one column per method, with zoomed eyes and mouth.
+
+    Args:
+        columns: one (N, S, S, 3) float array in [0, 1] per column (the original, the
+            degraded input, each method...), aligned to the template at any size S
+            (the same N everywhere).
+        labels: one header per column.
+        tile: side of each face's tile in pixels.
+        zoom: under each tile, the eyes and the mouth (:data:`ZOOM_BOXES_512`) at twice
+            the tile's scale, each below a :data:`ZOOM_GAP`-px white line.
+
+    Returns:
+        float32 (H, W, 3) sheet in [0, 1], a 24-px header of labels on top.
+    """
+    if len(columns) != len(labels) or not columns:
+        raise UsageError(f"a contact sheet needs one label per column; got {len(columns)} columns, "
+                         f"{len(labels)} labels")
+    if len({len(c) for c in columns}) != 1:
+        raise UsageError(f"contact sheet columns hold different numbers of faces: {[len(c) for c in columns]}")
     rows = []
     for i in range(len(columns[0])):
-        row = [cv2.resize(col[i], (tile, tile), interpolation=cv2.INTER_AREA) for col in columns]
-        rows.append(np.concatenate(row, axis=1))
+        cells = []
+        for col in columns:
+            face = col[i]
+            parts = [_fit(face, tile, tile)]
+            if zoom:
+                k = face.shape[0] / 512.0
+                for left, top, right, bottom in ZOOM_BOXES_512.values():
+                    box = face[round(top * k):round(bottom * k), round(left * k):round(right * k)]
+                    parts.append(np.ones((ZOOM_GAP, tile, 3), np.float32))
+                    parts.append(_fit(box, tile, round(tile * (bottom - top) / (right - left))))
+            cells.append(np.concatenate(parts, axis=0))
+        rows.append(np.concatenate(cells, axis=1))
     sheet = np.concatenate(rows, axis=0)
     header = np.full((24, sheet.shape[1], 3), 255, np.uint8)
     for j, label in enumerate(labels):
@@ -125,6 +184,7 @@ def evaluate_person(
     trained: dict | None = None,
     face_sizes: Sequence[int] | None = None,
     generic_share: float | None = None,
+    references: bool = True,
 ) -> EvalReport:
     """Hold out ``holdout`` references of ``name``, train without them, and score.
 
@@ -140,12 +200,16 @@ def evaluate_person(
         max_steps, model_config, train_config: training overrides (tests, experiments).
         trained: ``{"generic": Restorer, "person": Restorer, "steps": {...}}`` already
             trained on :func:`eval_training_sets` (e.g. on another machine): scored
-            instead of training.
+            instead of training. Every key but ``"steps"`` is a method, scored and
+            shown in this order (e.g. add ``"person+refs"``).
         face_sizes: sides in pixels of the faces as photos hold them, each scored
             (``None``: the 512 template). Smaller faces are made from the originals
             by area averaging, degraded at that size, enlarged into the template (as
             restore does), restored, brought back and scored at that size. The
             contact sheet shows the first size.
+        references: also score ``person+refs``: the person's model followed by their kept
+            references (:class:`facefix.restorers.reference.ReferenceRestorer`), as
+            restore does. Ignored with ``trained`` (pass it there).
         generic_share: share of ``budget_s`` for the generic model (default: enroll's
             share for a first enrolment, :data:`facefix.training.GENERIC_SHARE_NEW`).
     """
@@ -156,7 +220,11 @@ def evaluate_person(
     sets = eval_training_sets(name, store=store, holdout=holdout, seed=seed)
     crops, test_idx, train_idx = sets["crops"], sets["test_idx"], sets["train_idx"]
     if trained is not None:
-        restorers, steps = {"generic": trained["generic"], "person": trained["person"]}, trained.get("steps", {})
+        restorers = {m: r for m, r in trained.items() if m != "steps"}
+        steps = trained.get("steps", {})
+        if not restorers or {BASELINE, "original"} & set(restorers):
+            raise UsageError(f"trained needs at least one restorer, named other than {BASELINE!r} and 'original' "
+                             f"(the sheet's columns); got {sorted(trained)}")
     else:
         # 1. train both models without the held-out references (scratch dirs, profile untouched)
         with tempfile.TemporaryDirectory(prefix="facefix-eval-") as tmp:
@@ -174,6 +242,11 @@ def evaluate_person(
         restorers = {"generic": generic.restorer(name="fast/generic (eval)", device=device),
                      "person": person.restorer(name=f"fast/{name} (eval)", device=device)}
         steps = {"generic": generic.steps, "person": person.steps}
+        if references:
+            # what restore does for an enrolled person: their model, then their references
+            # (the kept ones only: a held-out photo must not guide its own restoration)
+            restorers["person+refs"] = ReferenceRestorer(
+                restorers["person"], GuideSet.from_crops(crops[train_idx], name), name=f"fast/{name}+refs (eval)")
     # 2. degrade the held-out faces at fixed levels and score each method
     template = crops.shape[1]
     sizes = tuple(face_sizes or (template,))
@@ -181,20 +254,27 @@ def evaluate_person(
         if not 32 <= size <= template:
             raise UsageError(f"face size {size} px is outside 32..{template}; pass --face-size between them")
     clean_emb = analyzer.embed_aligned(crops[test_idx])
-    rows, columns = [], []
+    # The originals' landmarks, found once at the template's size where the predictor is
+    # sure of them, place the regions of the sharpness and expression measures at every
+    # size (landmarks of a degraded or restored face follow the predictor's prior).
+    clean_points = aligned_landmarks68(crops[test_idx])
+    methods = (BASELINE, *restorers)
+    rows, shown = [], {m: [] for m in ("original", *methods)}
     for size in sizes:
         clean = _resize(crops[test_idx].astype(np.float32) / 255.0, size)
+        points = clean_points * (size / template)
         for li, level in enumerate(LEVELS):
             bad = np.stack([degrade_level(c, level, seed=degradation_seed(seed, li, i))
                             for i, c in enumerate(clean)]).astype(np.float32)
             enlarged = _resize(bad, template)
-            outputs = {"degraded": bad, **{m: _resize(r.restore(enlarged), size) for m, r in restorers.items()}}
-            for method in METHODS:
-                rows.append(_scores(level, method, outputs[method], clean, clean_emb, analyzer, template, size))
+            outputs = {BASELINE: bad, **{m: _resize(r.restore(enlarged), size) for m, r in restorers.items()}}
+            for method in methods:
+                rows.append(_scores(level, method, outputs[method], clean, clean_emb, points, analyzer, template, size))
             if size == sizes[0]:
-                columns.append([clean, bad, outputs["generic"], outputs["person"]])
-    sheet = contact_sheet([np.concatenate([c[j] for c in columns]) for j in range(4)],
-                          ["original", "degraded", "generic", name])
+                for column, faces in (("original", clean), *outputs.items()):
+                    shown[column].append(faces)
+    sheet = contact_sheet([np.concatenate(faces) for faces in shown.values()],
+                          [name if m == "person" else m for m in shown])
     return EvalReport(
         person=name, backend=analyzer.name, held_out=tuple(profile.references[i].source for i in test_idx),
         train_references=len(train_idx), other_references=sets["others"],

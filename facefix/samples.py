@@ -7,6 +7,9 @@ packages put them and are found at run time.
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
+import tarfile
 from pathlib import Path
 
 from .errors import FacefixError
@@ -35,6 +38,44 @@ def skimage_image(name: str = "astronaut.png") -> Path:
     if not path.is_file():
         raise FacefixError(f"{path} is missing from the installed scikit-image package")
     return path
+
+
+#: The source distribution that ships several distinct photos of one real person:
+#: official White House photographs of Barack Obama (public domain, as works of the
+#: US federal government) and one of Joe Biden, in ``tests/test_images``.
+FACE_RECOGNITION_SDIST = "face_recognition==1.3.0"
+
+
+def face_recognition_photos(cache: Path | None = None) -> Path:
+    """The ``tests/test_images`` folder of face_recognition's sdist, downloaded once.
+
+    The photos: ``obama.jpg``, ``obama2.jpg``, ``obama3.jpg`` (three distinct
+    photos), ``obama_partial_face*.jpg`` (crops of obama.jpg), ``biden.jpg``.
+    pip downloads the sdist from the package index into ``cache`` (default:
+    facefix's cache directory), so this needs the index once.
+
+    Raises:
+        FacefixError: the download failed (names the command to retry).
+    """
+    from . import paths
+
+    cache = cache or paths.cache_dir() / "eval-photos"
+    folder = cache / "face_recognition-1.3.0" / "tests" / "test_images"
+    if (folder / "obama2.jpg").is_file():
+        return folder
+    cache.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", str(cache),
+               FACE_RECOGNITION_SDIST]
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    archives = sorted(cache.glob("face_recognition-1.3.0.tar.gz"))
+    if done.returncode != 0 or not archives:
+        raise FacefixError(f"could not download {FACE_RECOGNITION_SDIST} from the package index "
+                           f"({done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'no archive'}); "
+                           f"check the connection and retry, or run: {' '.join(command)}")
+    with tarfile.open(archives[0]) as tar:
+        members = [m for m in tar.getmembers() if "/tests/test_images/" in m.name and m.isfile()]
+        tar.extractall(cache, members=members, filter="data")
+    return folder
 
 
 def make_variants(source: Path, folder: Path, count: int = 6, *, seed: int = 0) -> list[Path]:

@@ -162,7 +162,7 @@ def test_folder_run_resumes_redoes_changed_and_forces(home, tmp_path):
     first = run("--json", "--quiet")
     assert first.returncode == 0, first.stderr
     records = [json.loads(line) for line in first.stdout.splitlines()]  # stdout: data only
-    assert len(records) == 4 and all(r["restorer"] == "fast/astro" for r in records)
+    assert len(records) == 4 and all(r["restorer"] == "fast/astro+refs" for r in records)
     assert first.stderr.count("\n") <= 2, "--quiet: no bar, no summary"
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and not p.name.startswith("."))
     assert written == ["Trip 2001/astronaut_00_restored.jpg", "astronaut_00_restored.jpg",

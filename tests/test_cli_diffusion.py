@@ -26,6 +26,7 @@ from facefix.errors import ModelError, ProfileError
 from facefix.profiles import GenericStore, ProfileStore
 from facefix.restorers.fast import TINY_CONFIG
 from facefix.restorers.loading import DiffusionRestorers, FastRestorers, choose_engine, make_provider
+from facefix.restorers.reference import GuidedRestorers
 from facefix.training import train_person
 from facefix.tuning.common import TrainProgress
 from facefix.tuning.fast_train import TrainConfig
@@ -154,7 +155,9 @@ def test_auto_on_this_cpu_machine_picks_fast_and_says_why(world, home, monkeypat
     assert engine == "fast" and "no CUDA GPU" in why
     with caplog.at_level(logging.WARNING, logger="facefix"):
         provider = make_provider("auto", store=ProfileStore(), generic=GenericStore(), model_set=str(world["set"]))
-    assert isinstance(provider, FastRestorers) and provider.engine == "fast"
+    # the fast engine, its people's faces guided by their references
+    assert isinstance(provider, GuidedRestorers) and isinstance(provider.inner, FastRestorers)
+    assert provider.engine == "fast"
     assert "no CUDA GPU" in caplog.text and "astro" in caplog.text, "astro's adapters go unused: say so"
     # With a GPU, auto is diffusion exactly when the weights are on disk.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

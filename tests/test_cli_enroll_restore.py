@@ -114,7 +114,8 @@ def test_restore_person_writes_a_new_photo_and_keeps_the_original(world):
     result = facefix("restore", old, "--person", "astro", "--output", out, "--json", home=world["home"])
     assert result.returncode == 0, result.stderr
     (record,) = [json.loads(line) for line in result.stdout.splitlines()]
-    assert record["person"] == "astro" and record["restorer"] == "fast/astro"
+    # her model pre-cleans, her references put detail back (restore's default)
+    assert record["person"] == "astro" and record["restorer"] == "fast/astro+refs"
     assert sha(old) == before, "the original is untouched"
     written = out / "old_restored.jpg"
     with Image.open(written) as im:
@@ -128,6 +129,13 @@ def test_restore_person_writes_a_new_photo_and_keeps_the_original(world):
     x0, y0, x1, y1 = (int(v) for v in record["box"])
     assert np.abs(dst[y0:y1, x0:x1] - src[y0:y1, x0:x1]).max() > 0
     assert np.array_equal(dst[-100:], src[-100:]) and np.array_equal(dst[:, :60], src[:, :60])
+    # --no-references: her model alone, and a different face
+    plain = facefix("restore", old, "--person", "astro", "--output", out / "plain", "--ext", "png", "--json",
+                    "--no-references", home=world["home"])
+    assert plain.returncode == 0, plain.stderr
+    assert json.loads(plain.stdout.splitlines()[0])["restorer"] == "fast/astro"
+    alone = read_photo(out / "plain" / "old_restored.png").rgb_float()
+    assert np.abs(alone[y0:y1, x0:x1] - dst[y0:y1, x0:x1]).mean() > 1e-3
 
 
 def test_restore_auto_matches_the_enrolled_person_and_strength_zero_keeps_the_photo(world):
@@ -186,9 +194,9 @@ def test_eval_reports_both_models_at_each_face_size_and_leaves_the_profile(world
     assert len(report["held_out"]) == 2 and report["face_sizes"] == [512, 256]
     seen = {(r["face_size"], r["level"], r["method"]) for r in report["rows"]}
     assert seen == {(s, lv, m) for s in (512, 256) for lv in ("moderate", "severe")
-                    for m in ("degraded", "generic", "person")}
+                    for m in ("degraded", "generic", "person", "person+refs")}
     assert all(10 < r["psnr"] < 50 for r in report["rows"])
-    assert sheet.is_file() and Image.open(sheet).size[0] == 4 * 192
+    assert sheet.is_file() and Image.open(sheet).size[0] == 5 * 192
     after = {p: sha(p) for p in data.rglob("*") if p.is_file()}
     assert after == before, "eval changes nothing in the profiles"
 

@@ -8,7 +8,7 @@ import pytest
 
 from facefix import samples
 from facefix.enroll import scan_photos, select_references
-from facefix.evaluate import METHODS, evaluate_person
+from facefix.evaluate import BASELINE, evaluate_person
 from facefix.faces import get_analyzer
 from facefix.profiles import ProfileStore
 from facefix.errors import UsageError
@@ -43,13 +43,23 @@ def test_eval_scores_every_method_at_both_levels_and_leaves_the_profile(astro):
     # the budget is split as a first enroll splits it
     assert stages == pytest.approx([600 * GENERIC_SHARE_NEW, 600 * (1 - GENERIC_SHARE_NEW)])
     assert len(report.held_out) == 2 and report.train_references == 3
-    assert {(r.level, r.method) for r in report.rows} == {(lv, m) for lv in ("moderate", "severe") for m in METHODS}
+    # the person's model then their references, as restore does
+    assert report.methods == (BASELINE, "generic", "person", "person+refs")
+    assert {(r.level, r.method) for r in report.rows} == {(lv, m) for lv in ("moderate", "severe")
+                                                          for m in report.methods}
     for level in ("moderate", "severe"):
         degraded = report.row(level, "degraded")
         assert 10 < degraded.psnr < 40 and 0 < degraded.ssim < 1 and -1 <= degraded.identity <= 1
-    # severe is worse than moderate for the degraded input
+        assert 0 < degraded.sharpness < 1 and 0 < degraded.expression < 1
+    # severe is worse than moderate for the degraded input, and blurrier
     assert report.row("severe", "degraded").psnr < report.row("moderate", "degraded").psnr
-    assert report.sheet.shape[1] == 4 * 192 and report.sheet.shape[0] == 24 + 2 * 2 * 192
+    assert report.row("severe", "degraded").sharpness < report.row("moderate", "degraded").sharpness
+    # one column per method and the original; each face's tile (192) has its eyes (75) and mouth (90)
+    # under it, each below a 2-px line
+    assert report.sheet.shape[1] == 5 * 192 and report.sheet.shape[0] == 24 + 2 * 2 * (192 + 2 + 75 + 2 + 90)
+    rows = report.to_dict()["rows"]
+    assert report.to_dict()["methods"] == list(report.methods)
+    assert all(isinstance(r["sharpness"], float) and isinstance(r["expression"], float) for r in rows)
     after = store.load("astro")
     assert after.artifacts == before.artifacts == {}, "eval does not change the profile"
     with pytest.raises(Exception, match="--holdout must be between 1 and 4"):
@@ -64,7 +74,7 @@ def test_eval_scores_small_faces_at_their_own_size(astro):
     report = evaluate_person("astro", store=store, analyzer=analyzer, holdout=2, trained=trained,
                              face_sizes=(512, 256))
     assert report.face_sizes == (512, 256) and report.to_dict()["face_sizes"] == [512, 256]
-    assert len(report.rows) == 2 * 2 * len(METHODS)
+    assert len(report.rows) == 2 * 2 * len(report.methods)
     for level in ("moderate", "severe"):
         bad = report.row(level, "degraded", 256)
         # the same recipe on a smaller face is a different test
@@ -72,8 +82,46 @@ def test_eval_scores_small_faces_at_their_own_size(astro):
         # the trip into the template and back costs the input (almost) nothing
         assert abs(report.row(level, "person", 256).psnr - bad.psnr) < 0.5
     assert report.row("severe", "person") == report.row("severe", "person", 512)  # the first size by default
+    for level in ("moderate", "severe"):
+        # an identity restorer returns its input: as sharp, and with the same expression, at both sizes
+        for size in (512, 256):
+            bad, same = report.row(level, "degraded", size), report.row(level, "person", size)
+            assert same.sharpness == pytest.approx(bad.sharpness, rel=0.25, abs=0.01)
+            assert same.expression == pytest.approx(bad.expression, abs=0.05)
     with pytest.raises(UsageError, match="--face-size"):
         evaluate_person("astro", store=store, analyzer=analyzer, holdout=2, trained=trained, face_sizes=(1000,))
+
+
+def test_eval_methods_follow_the_restorers_given(astro):
+    """A third restorer (e.g. a reference-guided one) is one more method and one more column."""
+    store, analyzer = astro
+    identity = FastRestorer.build(TINY_CONFIG, precision="fp32")
+    trained = {"generic": identity, "person": identity, "person+refs": identity, "steps": {}}
+    report = evaluate_person("astro", store=store, analyzer=analyzer, holdout=2, trained=trained)
+    assert report.methods == (BASELINE, "generic", "person", "person+refs")
+    assert {r.method for r in report.rows} == set(report.methods) and len(report.rows) == 2 * 4
+    assert report.sheet.shape[1] == 5 * 192
+    with pytest.raises(UsageError, match="named other than"):
+        evaluate_person("astro", store=store, analyzer=analyzer, holdout=2,
+                        trained={"degraded": identity, "steps": {}})
+
+
+def test_contact_sheet_takes_any_columns_and_zooms_into_eyes_and_mouth():
+    from facefix.evaluate import ZOOM_BOXES_512, ZOOM_GAP, contact_sheet
+
+    faces = np.stack([_textured(s) for s in range(2)]).astype(np.float32) / 255.0
+    half = np.stack([cv2.resize(f, (256, 256), interpolation=cv2.INTER_AREA) for f in faces])
+    sheet = contact_sheet([faces, half, faces], ["a", "b", "c"], tile=128)
+    eyes_h, mouth_h = (round(128 * (b - t) / (r - le)) for le, t, r, b in ZOOM_BOXES_512.values())
+    assert sheet.shape == (24 + 2 * (128 + eyes_h + mouth_h + 2 * ZOOM_GAP), 3 * 128, 3)
+    # the eyes' strip under the first face's tile is that box of the face, at twice the tile's scale
+    left, top, right, bottom = ZOOM_BOXES_512["eyes"]
+    want = cv2.resize(faces[0][top:bottom, left:right], (128, eyes_h), interpolation=cv2.INTER_AREA)
+    top = 24 + 128 + ZOOM_GAP
+    assert np.abs(sheet[top:top + eyes_h, :128] - want).max() < 1e-5
+    assert contact_sheet([faces], ["a"], tile=128, zoom=False).shape == (24 + 2 * 128, 128, 3)
+    with pytest.raises(UsageError, match="one label per column"):
+        contact_sheet([faces, faces], ["a"])
 
 
 def _textured(seed: int) -> np.ndarray:

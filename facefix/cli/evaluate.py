@@ -29,12 +29,16 @@ def eval_command(
     face_size: Annotated[list[int] | None, typer.Option(
         help="Also score faces this many pixels wide, as small faces in photos are (repeatable; "
              "default: the 512 template).")] = None,
+    references: Annotated[bool, typer.Option(
+        "--references/--no-references",
+        help="Also score NAME's model followed by NAME's kept references (as restore does).")] = True,
     backend: BackendOpt = "auto",
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
     """Hold out some of NAME's references, retrain without them, degrade them at two
-    levels and compare the degraded input, the generic model and NAME's model."""
+    levels and compare the degraded input, the generic model, NAME's model and NAME's
+    model with NAME's references (PSNR, SSIM, identity, sharpness against the original, expression error)."""
     store = ProfileStore()
     store.load(name)
     analyzer = get_analyzer(backend)
@@ -53,16 +57,22 @@ def eval_command(
             progress.update(task, completed=info.step, total=max(info.total_steps, info.step))
 
         report = evaluate_person(name, store=store, analyzer=analyzer, holdout=holdout, budget_s=budget * 60,
-                                 seed=seed, device=device, on_stage=on_stage, on_step=on_step, face_sizes=face_size)
+                                 seed=seed, device=device, on_stage=on_stage, on_step=on_step, face_sizes=face_size,
+                                 references=references)
     target = sheet or Path(f"{name}_eval.png")
     write_photo(Photo(report.sheet_u8(), PhotoMeta(format="PNG", mode="RGB")), target)
     if json_out:
         out.print_json(json.dumps({**report.to_dict(), "sheet": str(target)}))
         return
     table = Table("face px", "level", "method", "PSNR dB", "SSIM", f"identity ({report.backend} cos)", "distance",
+                  "sharpness", "expression err",
                   title=f"{name}: {len(report.held_out)} held out, {report.train_references} for training")
     for r in report.rows:
         table.add_row(str(r.face_size), r.level, r.method, f"{r.psnr:.2f}", f"{r.ssim:.3f}", f"{r.identity:.3f}",
-                      f"{r.distance:.3f}")
+                      f"{r.distance:.3f}", f"{r.sharpness:.3f}", f"{r.expression:.2f}")
     out.print(table)
+    # The two new columns need a key: neither is a standard metric.
+    err.print("sharpness: the face's detail energy over the original's (1 = as sharp; above 1: noise or "
+              "invented texture). expression err: eye and mouth structure that is not the original's "
+              "(lower = truer; a pasted mouth or gaze scores well above the degraded input)")
     err.print(f"contact sheet: {target}")

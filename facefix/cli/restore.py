@@ -29,6 +29,7 @@ from ..prefetch import BatchRunner, Outcome, restored_faces
 from ..profiles import GenericStore, ProfileStore
 from ..report import ReportWriter
 from ..restorers import loading
+from ..restorers.reference import FUSION_VERSION
 from ..runstate import RunState, settings_key, sweep_partials
 from .common import BackendOpt, DeviceOpt, JsonOpt, OutputOpt, PersonOpt, debug_enabled, err, out
 from .main import app
@@ -62,6 +63,10 @@ def restore_command(
     save_faces: Annotated[bool, typer.Option(help="Also write each face before and after.")] = False,
     compare: Annotated[bool, typer.Option(help="Also write a side-by-side comparison image.")] = False,
     tta: Annotated[bool, typer.Option(help="Average each face with its mirror image (2x slower).")] = False,
+    references: Annotated[bool, typer.Option(
+        "--references/--no-references",
+        help="Fast engine: give an enrolled person's faces detail from their own references "
+             "(warped onto the face, used only where they agree with it).")] = True,
     engine: Annotated[str, typer.Option(
         help="Restorer: auto (diffusion on a CUDA GPU with its weights on disk, else fast), fast or diffusion.")] = "auto",
     model_set: Annotated[str | None, typer.Option(
@@ -110,7 +115,7 @@ def restore_command(
         if restorer is not None:
             AdaptedStore().info(restorer)  # a clear error for an unknown name, before any work
         settings = settings_key(_settings(options, chosen, model_set, steps, seed, tta, compare, save_faces,
-                                          resolve_backend(backend), store, generic, restorer))
+                                          resolve_backend(backend), store, generic, restorer, references))
         if dry_run:
             _dry_run(jobs, state, settings, force, json_out)
             return
@@ -120,7 +125,8 @@ def restore_command(
         analyzer = get_analyzer(backend)
         gallery = Gallery.from_store(store, analyzer)
         providers = [loading.make_provider(chosen, store=store, generic=generic, device=d, tta=tta,
-                                           model_set=model_set, steps=steps, seed=seed, low_vram=low_vram)
+                                           model_set=model_set, steps=steps, seed=seed, low_vram=low_vram,
+                                           references=references)
                      for d in device_list]
         if restorer is not None:
             # An album's adapted fast restorer serves its faces (all of them,
@@ -142,7 +148,8 @@ def _parse_devices(text: str) -> list[str]:
 
 
 def _settings(options, engine, model_set, steps, seed, tta, compare, save_faces, backend,
-              store: ProfileStore, generic: GenericStore, restorer: str | None = None) -> dict:
+              store: ProfileStore, generic: GenericStore, restorer: str | None = None,
+              references: bool = True) -> dict:
     """Everything that changes an output: options, engine, and which models (by version)."""
     models = {}
     for name in store.names():
@@ -160,7 +167,8 @@ def _settings(options, engine, model_set, steps, seed, tta, compare, save_faces,
         models["<adapted>"] = [restorer, AdaptedStore().info(restorer)["created"]]
     return {"options": dataclasses.asdict(options),
             "engine": engine, "model_set": model_set, "steps": steps, "seed": seed, "tta": tta,
-            "compare": compare, "save_faces": save_faces, "backend": backend, "models": models}
+            "compare": compare, "save_faces": save_faces, "backend": backend, "models": models,
+            "references": FUSION_VERSION if references and engine == "fast" else None}
 
 
 def _dry_run(jobs: list[Job], state: RunState, settings: str, force: bool, json_out: bool) -> None:

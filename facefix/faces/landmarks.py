@@ -71,7 +71,8 @@ def aligned_landmarks68(crops: np.ndarray) -> np.ndarray:
     return out
 
 
-def face_region_mask(points: np.ndarray, size: int, *, forehead: float = 0.35, feather: float = 0.04) -> np.ndarray:
+def face_region_mask(points: np.ndarray, size: int, *, forehead: float = 0.35, feather: float = 0.04,
+                     grow: float = 1.0) -> np.ndarray:
     """A soft mask of the face: the hull of the 68 points, raised to cover the forehead.
 
     Args:
@@ -80,6 +81,8 @@ def face_region_mask(points: np.ndarray, size: int, *, forehead: float = 0.35, f
         forehead: how far above the brows the region reaches, as a share of
             the brow-to-chin height.
         feather: Gaussian fall-off width as a share of ``size``.
+        grow: scale of the region about its centre (above 1: hair, ears and the head's
+            outline too).
 
     Returns:
         float32 (size, size) mask in [0, 1].
@@ -88,7 +91,10 @@ def face_region_mask(points: np.ndarray, size: int, *, forehead: float = 0.35, f
     height = pts[8, 1] - pts[BROWS, 1].min()
     brows = pts[BROWS].copy()
     brows[:, 1] -= forehead * height
-    hull = cv2.convexHull(np.concatenate([pts[JAW], brows]).astype(np.float32))
+    outline = np.concatenate([pts[JAW], brows])
+    centre = outline.mean(0)
+    outline = centre + (outline - centre) * grow
+    hull = cv2.convexHull(outline.astype(np.float32))
     mask = np.zeros((size, size), np.float32)
     cv2.fillConvexPoly(mask, np.round(hull).astype(np.int32), 1.0, lineType=cv2.LINE_AA)
     sigma = max(0.5, feather * size)

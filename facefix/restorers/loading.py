@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from ..errors import ModelError, ProfileError, UsageError
+from ..errors import ProfileError, UsageError
 from ..profiles import GenericStore, ProfileStore
 from .base import Restorer
 
@@ -59,6 +59,10 @@ class FastRestorers:
 
         return FastRestorer.load(tensors, settings, name=name, device=self.device, tta=self.tta)
 
+    def _has_generic_model(self) -> bool:
+        """Whether a trained generic fast model is on disk (a corrupt one still raises when loaded)."""
+        return self.generic.exists() and FAST_KIND in self.generic.load().artifacts
+
     def get(self, person: str | None) -> Restorer:
         if person in self._cache:
             return self._cache[person]
@@ -74,13 +78,17 @@ class FastRestorers:
             restorer = self.get(None)
             self._cache[person] = restorer
             return restorer
-        try:
-            tensors, settings = self.generic.load_artifact(FAST_KIND)
-        except ProfileError as exc:
-            raise ModelError(
-                "there is no generic restorer yet: it is trained from enrolled people's photos; "
-                "enroll someone first with 'facefix enroll NAME DIR'"
-            ) from exc
+        if not self._has_generic_model():
+            # A fresh install, or the generic model was removed with the person it
+            # learned from: the weight-free restorer keeps restore working.
+            from .classical import ClassicalRestorer
+
+            log.info("no trained generic restorer yet (it is trained when someone is enrolled with "
+                     "'facefix enroll NAME DIR'); using the classical one (denoise, deblock, deblur)")
+            restorer = ClassicalRestorer()
+            self._cache[None] = restorer
+            return restorer
+        tensors, settings = self.generic.load_artifact(FAST_KIND)
         restorer = self._load(tensors, settings, "fast/generic")
         self._cache[None] = restorer
         return restorer
@@ -155,6 +163,7 @@ def make_provider(
     steps: int | None = None,
     seed: int | None = None,
     low_vram: bool = False,
+    references: bool = True,
 ):
     """The restorer provider for ``--engine auto|fast|diffusion``.
 
@@ -169,10 +178,13 @@ def make_provider(
         steps: diffusion sampler steps (default 25).
         seed: diffusion seed (default 0): the same seed gives the same output.
         low_vram: attention slicing, VAE tiling and model CPU offload (6-8 GB cards).
+        references: with the fast engine, restore an enrolled person's faces with
+            their references too (:class:`facefix.restorers.reference.GuidedRestorers`):
+            their detail is warped onto the face and fused where it agrees.
 
     Returns:
-        A :class:`FastRestorers` or :class:`DiffusionRestorers`; its ``engine``
-        attribute says which.
+        A :class:`FastRestorers` (wrapped in ``GuidedRestorers`` with ``references``) or
+        :class:`DiffusionRestorers`; its ``engine`` attribute says which.
 
     Raises:
         ModelError: ``diffusion`` asked for and the weights are not on disk
@@ -187,6 +199,10 @@ def make_provider(
             log.debug("%s", why)
     fast = FastRestorers(store, generic, device=device, tta=tta)
     if concrete == "fast":
+        if references:
+            from .reference import GuidedRestorers
+
+            return GuidedRestorers(fast, store)
         return fast
     from .diffusion import SamplerSettings
 

@@ -1,0 +1,347 @@
+"""The reference-guided restorer: a person's own photos put their detail back.
+
+A blind restorer (the fast CNN, or the classical one) removes noise and JPEG
+blocks but cannot know what lashes, irises or skin looked like. The person's
+references can. For each face:
+
+1. pre-clean it with the base restorer;
+2. find its 68 landmarks and rank the references by pose *and* expression
+   (mouth opening first: teeth pasted into closed lips is the worst failure);
+3. warp the best few onto the face (thin-plate spline + optical flow,
+   :func:`facefix.restorers.guides.warp_guide`);
+4. estimate how blurred the face is, by the blur at which the warped
+   references agree with it best;
+5. replace the face's brightness detail above that blur by the references'
+   detail, only where a reference agrees with the face at the coarse scale
+   (local normalised correlation), the best-agreeing reference nearly alone at
+   each pixel, inside a soft face region; elsewhere the pre-cleaned face is
+   kept as it is. Eyes and mouth take less of it the blurrier the face, and
+   none past a blur where gaze and teeth cannot be told any more;
+6. colour: the face's own chroma, its edges re-drawn along the new brightness
+   (guided filter), plus part of the references' colour detail, so irises and
+   lips keep their colour instead of going grey.
+
+Not learned: nothing is trained, so it works from the first enrolment. Its
+limits (measured in docs/references.md): a reference's glasses, make-up or
+expression can come along where the blurred face cannot tell them apart.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..faces.landmarks import aligned_landmarks68, face_region_mask
+from .base import Restorer, check_crops
+from .guides import GuideSet, rank_guides, warp_guide
+
+log = logging.getLogger(__name__)
+
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+#: Changes whenever the fusion's output changes, so folder runs redo their photos.
+FUSION_VERSION = 1
+#: Blur widths (Gaussian sigma, 512-px crop) tried when estimating a face's blur.
+BLURS = (1.0, 1.5, 2.0, 3.0, 4.0, 5.5, 7.5, 10.0, 14.0)
+
+
+@dataclass(frozen=True)
+class FusionSettings:
+    """How references are used.
+
+    Attributes:
+        guides: how many of the best-ranked references are warped and fused.
+        candidates: how many are scored for blur (the first ``guides`` of them are fused).
+        cutoff: detail above ``cutoff`` times the estimated blur width is taken from the references.
+        trust_low, trust_high: local correlation below ``trust_low`` takes nothing, above
+            ``trust_high`` takes all of a reference's detail.
+        min_blur: below this estimated blur (512-px sigma) the face is sharp enough: nothing is added.
+        gain_min, gain_max: bounds of the contrast match of a reference's detail to the face.
+        power: references are weighted by their trust to this power (high: the best one
+            at each pixel, nearly alone; averaging several blurs their detail away).
+        chroma_share: how much of the references' colour detail comes along (irises and
+            lips keep their colour instead of going grey).
+        feature_blur_full, feature_blur_none: eyes and mouth take references' detail in
+            full up to the first blur and not at all from the second (512-px sigma): the
+            blurrier the face, the less its eyes and mouth say about gaze and teeth, and a
+            wrong mouth or gaze is the worst outcome.
+    """
+
+    guides: int = 3
+    candidates: int = 3
+    cutoff: float = 0.7
+    trust_low: float = 0.55
+    trust_high: float = 0.9
+    min_blur: float = 1.2
+    gain_min: float = 0.5
+    gain_max: float = 2.0
+    power: float = 8.0
+    chroma_share: float = 0.7
+    feature_blur_full: float = 8.0
+    feature_blur_none: float = 16.0
+    feature_gate_low: float = 0.5
+    feature_gate_high: float = 0.8
+    head_grow: float = 1.0
+    chroma_cutoff: float = 0.7
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return (rgb @ _LUMA).astype(np.float32)
+
+
+def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    return cv2.GaussianBlur(x, (0, 0), sigma) if sigma > 0 else x
+
+
+def local_correlation(a: np.ndarray, b: np.ndarray, sigma: float) -> np.ndarray:
+    """Normalised cross-correlation of two images in a Gaussian window of ``sigma`` px."""
+    ma, mb = _blur(a, sigma), _blur(b, sigma)
+    va = np.maximum(_blur(a * a, sigma) - ma * ma, 0)
+    vb = np.maximum(_blur(b * b, sigma) - mb * mb, 0)
+    cov = _blur(a * b, sigma) - ma * mb
+    return cov / np.sqrt(va * vb + 1e-7)
+
+
+def _small(x: np.ndarray, size: int = 128) -> np.ndarray:
+    return cv2.resize(x, (size, size), interpolation=cv2.INTER_AREA) if x.shape[0] != size else x
+
+
+def estimate_blur(face: np.ndarray, guides: list[np.ndarray], mask: np.ndarray) -> float:
+    """The Gaussian width (512-px) at which sharp references agree best with the face.
+
+    Compared at 128 px: the blurs that matter (several 512-px pixels) are seen there.
+
+    Args:
+        face: (S, S) brightness of the pre-cleaned face.
+        guides: (S, S) brightness of references warped onto it.
+        mask: (S, S) where to compare (the face region).
+    """
+    face, mask = _small(face), _small(mask)
+    guides = [_small(g) for g in guides]
+    k = 128 / 512.0
+    face_hp = face - _blur(face, 24 * k)
+    best, best_err = BLURS[0], np.inf
+    for s in BLURS:
+        err = 0.0
+        for g in guides:
+            gb = _blur(g, s * k)
+            gb = gb - _blur(gb, 24 * k)
+            # a least-squares gain: references differ in lighting and contrast
+            gain = float(np.sum(mask * gb * face_hp) / (np.sum(mask * gb * gb) + 1e-8))
+            err += float(np.sum(mask * (face_hp - gain * gb) ** 2))
+        if err < best_err:
+            best, best_err = s, err
+    return best
+
+
+def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """He et al.'s guided filter: ``src`` smoothed along the edges of ``guide``."""
+    size = (2 * radius + 1, 2 * radius + 1)
+
+    def box(x):
+        return cv2.boxFilter(x, -1, size, borderType=cv2.BORDER_REFLECT)
+
+    mg, ms = box(guide), box(src)
+    a = (box(guide * src) - mg * ms) / (box(guide * guide) - mg * mg + eps)
+    b = ms - a * mg
+    return box(a) * guide + box(b)
+
+
+def _region_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """Correlation of two images over one soft region."""
+    w = mask / (mask.sum() + 1e-8)
+    da, db = a - np.sum(w * a), b - np.sum(w * b)
+    return float(np.sum(w * da * db) / np.sqrt(np.sum(w * da * da) * np.sum(w * db * db) + 1e-12))
+
+
+def feature_masks(points: np.ndarray, size: int) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """Soft masks of each eye and of the mouth (each feature's hull, grown by half its width)."""
+    from ..faces.landmarks import LEFT_EYE, OUTER_LIPS, RIGHT_EYE
+
+    def grown(group_points: np.ndarray) -> np.ndarray:
+        mask = np.zeros((size, size), np.float32)
+        centre = group_points.mean(0)
+        width = np.ptp(group_points[:, 0]) + 1e-3
+        pts = centre + (group_points - centre) * 1.0 + np.sign(group_points - centre) * 0.25 * width
+        cv2.fillConvexPoly(mask, np.round(cv2.convexHull(pts.astype(np.float32))).astype(np.int32), 1.0)
+        return cv2.GaussianBlur(mask, (0, 0), max(0.5, 0.15 * width))
+
+    p = np.asarray(points, np.float32)
+    return (grown(p[LEFT_EYE]), grown(p[RIGHT_EYE])), grown(p[OUTER_LIPS])
+
+
+def fuse(face: np.ndarray, points: np.ndarray, warped: list[np.ndarray], settings: FusionSettings,
+         blur: float | None = None) -> tuple[np.ndarray, dict]:
+    """Put the warped references' detail into a pre-cleaned face where they agree with it.
+
+    Args:
+        face: float32 (S, S, 3) pre-cleaned face.
+        points: (68, 2) its landmarks.
+        warped: references warped onto it (float32 (S, S, 3) each), best first.
+        settings: see :class:`FusionSettings`.
+        blur: the face's blur (512-px sigma); estimated when None.
+
+    Returns:
+        The restored face and what was decided (``blur``, ``trust``: mean trust in the face region).
+    """
+    size = face.shape[0]
+    k = size / 512.0
+    region = face_region_mask(points, size)
+    y = _luma(face)
+    detail_region = region if settings.head_grow <= 1 else face_region_mask(points, size, grow=settings.head_grow,
+                                                                              feather=0.06, forehead=0.6)
+    guides_y = [_luma(w) for w in warped]
+    if blur is None:
+        blur = estimate_blur(y, guides_y, region)
+    info = {"blur": float(blur), "trust": 0.0}
+    if blur < settings.min_blur or not warped:
+        return face, info
+    cut = settings.cutoff * blur * k
+    # where a reference agrees with the face is decided at the face's blur, at 128 px
+    small = 128
+    ks = small / 512.0
+    s = blur * ks
+    window = max(1.5, 2.0 * s)
+    y_low = _blur(_small(y, small), s)
+    region_small = _small(detail_region, small)
+    eye_masks, mouth = feature_masks(points * (small / size), small)
+    features = np.maximum(np.maximum(*eye_masks), mouth)
+    # eyes and mouth carry expression: their detail goes first as the blur grows
+    feature_cap = float(np.clip((settings.feature_blur_none - blur)
+                                / (settings.feature_blur_none - settings.feature_blur_full), 0, 1))
+    keep = 1 - features * (1 - feature_cap)
+    detail = np.zeros_like(y)
+    weight = np.zeros_like(y)
+    trust_max = np.zeros_like(y)
+    chroma_detail = np.zeros_like(face)
+    for g, rgb in zip(guides_y, warped):
+        g_low = _blur(_small(g, small), s)
+        ncc = local_correlation(y_low, g_low, window)
+        trust = np.clip((ncc - settings.trust_low) / (settings.trust_high - settings.trust_low), 0, 1)
+        trust *= region_small * keep
+        if settings.feature_gate_high > 0:
+            # a mouth or an eye is taken whole or not at all: its agreement over the
+            # whole feature, not window by window (windows always find something alike)
+            for mask in (*eye_masks, mouth):
+                agree = _region_correlation(y_low, g_low, mask)
+                gate = float(np.clip((agree - settings.feature_gate_low)
+                                     / (settings.feature_gate_high - settings.feature_gate_low), 0, 1))
+                trust *= 1 - mask * (1 - gate)
+        # match the reference's contrast to the face's (other light, other camera)
+        sd_y = np.sqrt(np.maximum(_blur(y_low * y_low, window) - _blur(y_low, window) ** 2, 1e-6))
+        sd_g = np.sqrt(np.maximum(_blur(g_low * g_low, window) - _blur(g_low, window) ** 2, 1e-6))
+        gain = np.clip(sd_y / sd_g, settings.gain_min, settings.gain_max)
+        trust = cv2.resize(trust, (size, size), interpolation=cv2.INTER_LINEAR)
+        gain = cv2.resize(gain, (size, size), interpolation=cv2.INTER_LINEAR)
+        band = (g - _blur(g, cut)) * gain
+        w = trust ** settings.power
+        detail += w * band
+        weight += w
+        if settings.chroma_share > 0:
+            c = rgb - g[..., None]
+            chroma_detail += w[..., None] * (c - _blur(c, settings.chroma_cutoff * blur * k)) * gain[..., None]
+        trust_max = np.maximum(trust_max, trust)
+    detail /= np.maximum(weight, 1e-6)
+    chroma_detail /= np.maximum(weight, 1e-6)[..., None]
+    own = y - _blur(y, cut)
+    y_new = _blur(y, cut) + trust_max * detail + (1 - trust_max) * own
+    # colour: keep the face's chroma, its edges re-drawn along the new brightness, plus
+    # part of the references' colour detail -- none for a gray face, which stays gray
+    chroma = face - y[..., None]
+    if np.abs(chroma).max() > 1.0 / 255.0:
+        sharp_chroma = np.stack([guided_filter(y_new, chroma[..., c], max(2, int(round(2 * blur * k))), 1e-4)
+                                 for c in range(3)], -1)
+        chroma = trust_max[..., None] * (sharp_chroma + settings.chroma_share * chroma_detail) \
+            + (1 - trust_max[..., None]) * chroma
+    out = np.clip(y_new[..., None] + chroma, 0, 1).astype(np.float32)
+    info["trust"] = float(np.sum(trust_max * region) / (np.sum(region) + 1e-6))
+    return out, info
+
+
+class ReferenceRestorer:
+    """A person's restorer that uses their references at restore time.
+
+    Args:
+        base: the restorer that pre-cleans each face (the person's fast CNN, or the generic one).
+        guides: the person's aligned references (:class:`GuideSet`).
+        settings: see :class:`FusionSettings`.
+        name: label for reports (default ``refs/<person>+<base>``).
+    """
+
+    def __init__(self, base: Restorer, guides: GuideSet, settings: FusionSettings | None = None,
+                 name: str | None = None):
+        self.base = base
+        self.guides = guides
+        self.settings = settings or FusionSettings()
+        self.name = name or f"{base.name}+refs"
+        self.last_info: list[dict] = []
+
+    def restore(self, crops: np.ndarray) -> np.ndarray:
+        crops = check_crops(crops)
+        cleaned = self.base.restore(crops)
+        if len(self.guides) == 0:
+            self.last_info = [{"guides": []} for _ in crops]
+            return cleaned
+        out = np.empty_like(cleaned)
+        self.last_info = []
+        for i, face in enumerate(cleaned):
+            out[i], info = self.restore_one(face)
+            self.last_info.append(info)
+        return out
+
+    def restore_one(self, face: np.ndarray) -> tuple[np.ndarray, dict]:
+        """Fuse the best references into one pre-cleaned face."""
+        points = aligned_landmarks68(face[None])[0]
+        order, dist = rank_guides(points, self.guides)
+        chosen = order[: max(self.settings.guides, self.settings.candidates)]
+        y = _luma(face)
+        region = face_region_mask(points, face.shape[0])
+        refs = [self.guides.crops[j].astype(np.float32) / 255.0 for j in chosen]
+        # the blur decides the scale of the flow, so it is estimated on the landmark warps
+        rough = [warp_guide(r, self.guides.points[j], y, points, blur=4.0, flow=False) for r, j in zip(refs, chosen)]
+        blur = estimate_blur(y, [_luma(w) for w in rough], region)
+        warped = [warp_guide(r, self.guides.points[j], y, points, blur=blur)
+                  for r, j in zip(refs[: self.settings.guides], chosen)]
+        out, info = fuse(face, points, warped, self.settings, blur=blur)
+        info["guides"] = [int(j) for j in chosen[: self.settings.guides]]
+        return out, info
+
+
+class GuidedRestorers:
+    """A restorer provider whose enrolled people are restored with their references.
+
+    Wraps another provider (the fast engine's): a face matched to a person is
+    pre-cleaned by that provider's restorer for them, then given detail from
+    their references (:class:`ReferenceRestorer`); generic faces are left to
+    the wrapped provider. Each person's references are read and landmarked
+    once, on first use.
+
+    Args:
+        inner: the provider that pre-cleans (e.g. :class:`facefix.restorers.loading.FastRestorers`).
+        store: the enrolled people.
+        settings: see :class:`FusionSettings`.
+    """
+
+    def __init__(self, inner, store, settings: FusionSettings | None = None):
+        self.inner = inner
+        self.store = store
+        self.settings = settings or FusionSettings()
+        self.engine = inner.engine
+        self._cache: dict[str, Restorer] = {}
+
+    def get(self, person: str | None) -> Restorer:
+        if person is None:
+            return self.inner.get(None)
+        if person not in self._cache:
+            profile = self.store.load(person)
+            base = self.inner.get(person)
+            guides = GuideSet.from_crops(self.store.load_crops(profile), person)
+            if len(guides) == 0:
+                log.warning("%s has no references to guide restoration; using %s alone", person, base.name)
+                self._cache[person] = base
+            else:
+                self._cache[person] = ReferenceRestorer(base, guides, self.settings,
+                                                        name=f"{base.name}+refs")
+        return self._cache[person]
