@@ -37,7 +37,9 @@ def main() -> int:
     args = parser.parse_args()
     os.environ["FACEFIX_HOME"] = tempfile.mkdtemp(prefix="facefix-bounds-")
     sys.path.insert(0, str(Path(__file__).parent))
-    from eval_real_people import enroll_people, fetch_photos
+    from eval_real_people import enroll_people
+
+    from facefix.samples import face_recognition_photos
 
     from facefix import paths
     from facefix.degrade import LEVELS, degrade_fixed, degrade_level
@@ -45,7 +47,7 @@ def main() -> int:
     from facefix.faces import get_analyzer
     from facefix.metrics import psnr
 
-    store = enroll_people(fetch_photos(paths.cache_dir() / "eval-photos"), get_analyzer("dlib"))
+    store = enroll_people(face_recognition_photos(paths.cache_dir() / "eval-photos"), get_analyzer("dlib"))
     print(f"{'seed':>4} {'face':>4} {'level':9} {'input':>7} {'no JPEG':>15} {'no noise, no JPEG':>18}")
     for seed in args.seed or (0, 1):
         sets = eval_training_sets("obama", store=store, holdout=args.holdout, seed=seed)

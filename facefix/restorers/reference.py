@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 #: Changes whenever the fusion's output changes, so folder runs redo their photos.
-FUSION_VERSION = 1
+FUSION_VERSION = 3
 #: Blur widths (Gaussian sigma, 512-px crop) tried when estimating a face's blur.
 BLURS = (1.0, 1.5, 2.0, 3.0, 4.0, 5.5, 7.5, 10.0, 14.0)
 
@@ -67,6 +67,18 @@ class FusionSettings:
             full up to the first blur and not at all from the second (512-px sigma): the
             blurrier the face, the less its eyes and mouth say about gaze and teeth, and a
             wrong mouth or gaze is the worst outcome.
+        feature_gate_low, feature_gate_high: an eye or the mouth of a reference is used
+            only as far as it agrees with the face's over the whole feature at the face's
+            blur (correlation from low, none, to high, all).
+        head_grow: the region that takes detail, grown about the face's centre to reach
+            the hairline, ears and jaw line, so that no sharp face sits on a blurred head.
+        chroma_cutoff: like ``cutoff``, for the references' colour detail.
+        eye_colour: how much of the agreeing references' eye colour (their colour cast
+            removed) replaces the face's, which blur mixes with the skin around.
+        blur_full, blur_none: the whole face takes references' detail in full up to the
+            first blur and not at all from the second (512-px sigma). Past ~9 px the
+            warps are off by a few pixels and misplaced detail makes wrinkles, a
+            stranger's mouth, a ghost of a face (seen on every severe face at 256 px).
     """
 
     guides: int = 3
@@ -83,8 +95,11 @@ class FusionSettings:
     feature_blur_none: float = 16.0
     feature_gate_low: float = 0.5
     feature_gate_high: float = 0.8
-    head_grow: float = 1.0
+    head_grow: float = 1.15
     chroma_cutoff: float = 0.7
+    eye_colour: float = 0.8
+    blur_full: float = 9.0
+    blur_none: float = 18.0
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
@@ -212,10 +227,14 @@ def fuse(face: np.ndarray, points: np.ndarray, warped: list[np.ndarray], setting
     feature_cap = float(np.clip((settings.feature_blur_none - blur)
                                 / (settings.feature_blur_none - settings.feature_blur_full), 0, 1))
     keep = 1 - features * (1 - feature_cap)
+    # ... and past a blur where the face's shape says too little, the whole face's: a
+    # reference's detail misplaced by a few pixels makes wrinkles and a stranger's mouth
+    keep *= float(np.clip((settings.blur_none - blur) / (settings.blur_none - settings.blur_full), 0, 1))
     detail = np.zeros_like(y)
     weight = np.zeros_like(y)
     trust_max = np.zeros_like(y)
     chroma_detail = np.zeros_like(face)
+    chroma_whole = np.zeros_like(face)
     for g, rgb in zip(guides_y, warped):
         g_low = _blur(_small(g, small), s)
         ncc = local_correlation(y_low, g_low, window)
@@ -242,9 +261,13 @@ def fuse(face: np.ndarray, points: np.ndarray, warped: list[np.ndarray], setting
         if settings.chroma_share > 0:
             c = rgb - g[..., None]
             chroma_detail += w[..., None] * (c - _blur(c, settings.chroma_cutoff * blur * k)) * gain[..., None]
+            # the reference's colour cast removed: its eyes' colour, in this photo's light
+            cast = np.sum(region[..., None] * c, axis=(0, 1)) / (region.sum() + 1e-6)
+            chroma_whole += w[..., None] * (c - cast)
         trust_max = np.maximum(trust_max, trust)
     detail /= np.maximum(weight, 1e-6)
     chroma_detail /= np.maximum(weight, 1e-6)[..., None]
+    chroma_whole /= np.maximum(weight, 1e-6)[..., None]
     own = y - _blur(y, cut)
     y_new = _blur(y, cut) + trust_max * detail + (1 - trust_max) * own
     # colour: keep the face's chroma, its edges re-drawn along the new brightness, plus
@@ -255,6 +278,13 @@ def fuse(face: np.ndarray, points: np.ndarray, warped: list[np.ndarray], setting
                                  for c in range(3)], -1)
         chroma = trust_max[..., None] * (sharp_chroma + settings.chroma_share * chroma_detail) \
             + (1 - trust_max[..., None]) * chroma
+        if settings.eye_colour > 0:
+            # an iris's colour is the person's: where the face is too blurred to hold it
+            # (smeared with the skin around), take it from the references that agree
+            own_cast = np.sum(region[..., None] * (face - y[..., None]), axis=(0, 1)) / (region.sum() + 1e-6)
+            eyes_full = cv2.resize(np.maximum(*eye_masks), (size, size), interpolation=cv2.INTER_LINEAR)
+            t = (settings.eye_colour * trust_max * eyes_full)[..., None]
+            chroma = (1 - t) * chroma + t * (chroma_whole + own_cast)
     out = np.clip(y_new[..., None] + chroma, 0, 1).astype(np.float32)
     info["trust"] = float(np.sum(trust_max * region) / (np.sum(region) + 1e-6))
     return out, info
