@@ -45,20 +45,6 @@ import numpy as np
 DEV_IDS = ("00075", "00086", "00089", "00119", "00121", "00146")
 
 
-def enroll(store, name: str, folder: Path, analyzer) -> int:
-    from facefix.enroll import select_references
-
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
-    selection = select_references(files, analyzer, min_face=48)
-    for r in selection.rejected:
-        print(f"{name}: rejected {r.path.name}: {r.reason}")
-    with store.edit(name, create=True) as editor:
-        for c in selection.accepted:
-            editor.add_reference(c.crop, source=c.path, sha256=c.sha256,
-                                 embeddings={analyzer.name: c.face.embedding}, box=c.face.box)
-    return len(selection.accepted)
-
-
 def trained_models(name: str, sets: dict, args):
     """``facefix eval``'s two models for this person's split: loaded from ``--models`` or trained."""
     import hashlib
@@ -122,8 +108,12 @@ def main() -> int:
     analyzer = get_analyzer("dlib")
     store = ProfileStore()
     ids = [i for i in args.ids.split(",") if (args.people / i).is_dir()]
+    sys.path.insert(0, str(Path(__file__).parent))
+    from eval_real_people import enroll_photos
+
     for name in ids:
-        print(f"{name}: {enroll(store, name, args.people / name, analyzer)} references")
+        files = sorted(p for p in (args.people / name).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
+        print(f"{name}: {enroll_photos(store, name, files, analyzer)} references")
     fusion = FusionSettings(**json.loads(os.environ.get("FACEFIX_FUSION", "{}")))
     reports, timings = [], []
     start = time.perf_counter()

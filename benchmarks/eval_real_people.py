@@ -49,21 +49,27 @@ def add_sample_people(store, analyzer) -> None:
     print(f"sample people: {count} faces")
 
 
+def enroll_photos(store, name: str, files, analyzer) -> int:
+    """Enroll ``files`` as ``name`` (enroll's own selection, no training); how many were kept."""
+    from facefix.enroll import select_references
+
+    selection = select_references(files, analyzer, min_face=48)
+    for r in selection.rejected:
+        print(f"{name}: rejected {r.path.name}: {r.reason}")
+    with store.edit(name, create=True) as editor:
+        for c in selection.accepted:
+            editor.add_reference(c.crop, source=c.path, sha256=c.sha256,
+                                 embeddings={analyzer.name: c.face.embedding}, box=c.face.box)
+    return len(selection.accepted)
+
+
 def enroll_people(photos: Path, analyzer):
     """Obama (five photos) and Biden as profiles in the current FACEFIX_HOME; the store."""
-    from facefix.enroll import select_references
     from facefix.profiles import ProfileStore
 
     store = ProfileStore()
     for name, files in (("obama", sorted(photos.glob("obama*.jpg"))), ("biden", [photos / "biden.jpg"])):
-        selection = select_references(files, analyzer, min_face=48)
-        for r in selection.rejected:
-            print(f"{name}: rejected {r.path.name}: {r.reason}")
-        with store.edit(name, create=True) as editor:
-            for c in selection.accepted:
-                editor.add_reference(c.crop, source=c.path, sha256=c.sha256,
-                                     embeddings={analyzer.name: c.face.embedding}, box=c.face.box)
-        print(f"{name}: {len(selection.accepted)} references")
+        print(f"{name}: {enroll_photos(store, name, files, analyzer)} references")
     return store
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from ..degrade import to_luma
 from ..faces.landmarks import INNER_LIPS, LEFT_EYE, RIGHT_EYE, aligned_landmarks68
 
 
@@ -187,7 +188,7 @@ def warp_guide(guide: np.ndarray, guide_points: np.ndarray, face_luma: np.ndarra
     k = work / size
     sigma = 1.0
     small_face = cv2.resize(face_luma, (work, work), interpolation=cv2.INTER_AREA)
-    small_guide = cv2.resize(_luma(warped), (work, work), interpolation=cv2.INTER_AREA)
+    small_guide = cv2.resize(to_luma(warped), (work, work), interpolation=cv2.INTER_AREA)
     field = _flow_engine().calc(_normalised(small_face, sigma), _normalised(small_guide, sigma), None)
     field = cv2.GaussianBlur(field, (0, 0), 3.0)
     limit = max_shift * work
@@ -201,6 +202,3 @@ def warp_guide(guide: np.ndarray, guide_points: np.ndarray, face_luma: np.ndarra
     my = cv2.remap(base[..., 1], fx, fy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return cv2.remap(guide, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
-
-def _luma(rgb: np.ndarray) -> np.ndarray:
-    return (rgb @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.float32)

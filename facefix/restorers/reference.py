@@ -34,13 +34,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..degrade import to_luma
 from ..faces.landmarks import aligned_landmarks68, face_region_mask
 from .base import Restorer, check_crops
 from .guides import GuideSet, rank_guides, warp_guide
 
 log = logging.getLogger(__name__)
 
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 #: Changes whenever the fusion's output changes, so folder runs redo their photos.
 FUSION_VERSION = 3
 #: Blur widths (Gaussian sigma, 512-px crop) tried when estimating a face's blur.
@@ -101,9 +101,6 @@ class FusionSettings:
     blur_full: float = 9.0
     blur_none: float = 18.0
 
-
-def _luma(rgb: np.ndarray) -> np.ndarray:
-    return (rgb @ _LUMA).astype(np.float32)
 
 
 def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -204,10 +201,10 @@ def fuse(face: np.ndarray, points: np.ndarray, warped: list[np.ndarray], setting
     size = face.shape[0]
     k = size / 512.0
     region = face_region_mask(points, size)
-    y = _luma(face)
+    y = to_luma(face)
     detail_region = region if settings.head_grow <= 1 else face_region_mask(points, size, grow=settings.head_grow,
                                                                               feather=0.06, forehead=0.6)
-    guides_y = [_luma(w) for w in warped]
+    guides_y = [to_luma(w) for w in warped]
     if blur is None:
         blur = estimate_blur(y, guides_y, region)
     info = {"blur": float(blur), "trust": 0.0}
@@ -326,12 +323,12 @@ class ReferenceRestorer:
         points = aligned_landmarks68(face[None])[0]
         order, dist = rank_guides(points, self.guides)
         chosen = order[: max(self.settings.guides, self.settings.candidates)]
-        y = _luma(face)
+        y = to_luma(face)
         region = face_region_mask(points, face.shape[0])
         refs = [self.guides.crops[j].astype(np.float32) / 255.0 for j in chosen]
         # the blur decides the scale of the flow, so it is estimated on the landmark warps
         rough = [warp_guide(r, self.guides.points[j], y, points, blur=4.0, flow=False) for r, j in zip(refs, chosen)]
-        blur = estimate_blur(y, [_luma(w) for w in rough], region)
+        blur = estimate_blur(y, [to_luma(w) for w in rough], region)
         warped = [warp_guide(r, self.guides.points[j], y, points, blur=blur)
                   for r, j in zip(refs[: self.settings.guides], chosen)]
         out, info = fuse(face, points, warped, self.settings, blur=blur)
