@@ -42,7 +42,7 @@ from .guides import GuideSet, rank_guides, warp_guide
 log = logging.getLogger(__name__)
 
 #: Changes whenever the fusion's output changes, so folder runs redo their photos.
-FUSION_VERSION = 3
+FUSION_VERSION = 6
 #: Blur widths (Gaussian sigma, 512-px crop) tried when estimating a face's blur.
 BLURS = (1.0, 1.5, 2.0, 3.0, 4.0, 5.5, 7.5, 10.0, 14.0)
 
@@ -75,10 +75,15 @@ class FusionSettings:
         chroma_cutoff: like ``cutoff``, for the references' colour detail.
         eye_colour: how much of the agreeing references' eye colour (their colour cast
             removed) replaces the face's, which blur mixes with the skin around.
+        max_cut: the cut-off never goes above this (512-px sigma): on a very blurred face
+            only fine detail (lashes, brow hairs, skin) is taken, never the shape of
+            features, which warps a few pixels off would misplace (with the cut-off at
+            0.7 x the blur, every severe face at 256 px got wrinkles, a closed smile or
+            a ghost of another face).
         blur_full, blur_none: the whole face takes references' detail in full up to the
-            first blur and not at all from the second (512-px sigma). Past ~9 px the
-            warps are off by a few pixels and misplaced detail makes wrinkles, a
-            stranger's mouth, a ghost of a face (seen on every severe face at 256 px).
+            first blur and none from the second (512-px sigma): a face about 32 px
+            between the eyes' and mouth's level (eval's severe level at 256 px) gets
+            none, since the cut-off alone still left lines drawn a few pixels off.
     """
 
     guides: int = 3
@@ -97,9 +102,10 @@ class FusionSettings:
     feature_gate_high: float = 0.8
     head_grow: float = 1.15
     chroma_cutoff: float = 0.7
-    eye_colour: float = 0.8
-    blur_full: float = 9.0
-    blur_none: float = 18.0
+    eye_colour: float = 0.5
+    max_cut: float = 5.0
+    blur_full: float = 10.0
+    blur_none: float = 14.0
 
 
 
@@ -210,7 +216,7 @@ def fuse(face: np.ndarray, points: np.ndarray, warped: list[np.ndarray], setting
     info = {"blur": float(blur), "trust": 0.0}
     if blur < settings.min_blur or not warped:
         return face, info
-    cut = settings.cutoff * blur * k
+    cut = min(settings.cutoff * blur, settings.max_cut) * k
     # where a reference agrees with the face is decided at the face's blur, at 128 px
     small = 128
     ks = small / 512.0
@@ -224,14 +230,15 @@ def fuse(face: np.ndarray, points: np.ndarray, warped: list[np.ndarray], setting
     feature_cap = float(np.clip((settings.feature_blur_none - blur)
                                 / (settings.feature_blur_none - settings.feature_blur_full), 0, 1))
     keep = 1 - features * (1 - feature_cap)
-    # ... and past a blur where the face's shape says too little, the whole face's: a
-    # reference's detail misplaced by a few pixels makes wrinkles and a stranger's mouth
+    # ... and past a blur where the face's shape says too little, the whole face's: the
+    # warps are a few pixels off there, and detail drawn a few pixels off makes lines
+    # on a blurred face, wrinkles and lost smiles (every severe face of the dev set)
     keep *= float(np.clip((settings.blur_none - blur) / (settings.blur_none - settings.blur_full), 0, 1))
     detail = np.zeros_like(y)
     weight = np.zeros_like(y)
     trust_max = np.zeros_like(y)
     chroma_detail = np.zeros_like(face)
-    chroma_whole = np.zeros_like(face)
+    eye_chroma = []
     for g, rgb in zip(guides_y, warped):
         g_low = _blur(_small(g, small), s)
         ncc = local_correlation(y_low, g_low, window)
@@ -255,16 +262,16 @@ def fuse(face: np.ndarray, points: np.ndarray, warped: list[np.ndarray], setting
         w = trust ** settings.power
         detail += w * band
         weight += w
+        c = rgb - g[..., None]
         if settings.chroma_share > 0:
-            c = rgb - g[..., None]
             chroma_detail += w[..., None] * (c - _blur(c, settings.chroma_cutoff * blur * k)) * gain[..., None]
+        if settings.eye_colour > 0:
             # the reference's colour cast removed: its eyes' colour, in this photo's light
             cast = np.sum(region[..., None] * c, axis=(0, 1)) / (region.sum() + 1e-6)
-            chroma_whole += w[..., None] * (c - cast)
+            eye_chroma.append(c - cast)
         trust_max = np.maximum(trust_max, trust)
     detail /= np.maximum(weight, 1e-6)
     chroma_detail /= np.maximum(weight, 1e-6)[..., None]
-    chroma_whole /= np.maximum(weight, 1e-6)[..., None]
     own = y - _blur(y, cut)
     y_new = _blur(y, cut) + trust_max * detail + (1 - trust_max) * own
     # colour: keep the face's chroma, its edges re-drawn along the new brightness, plus
@@ -275,13 +282,14 @@ def fuse(face: np.ndarray, points: np.ndarray, warped: list[np.ndarray], setting
                                  for c in range(3)], -1)
         chroma = trust_max[..., None] * (sharp_chroma + settings.chroma_share * chroma_detail) \
             + (1 - trust_max[..., None]) * chroma
-        if settings.eye_colour > 0:
+        if settings.eye_colour > 0 and eye_chroma:
             # an iris's colour is the person's: where the face is too blurred to hold it
             # (smeared with the skin around), take it from the references that agree
             own_cast = np.sum(region[..., None] * (face - y[..., None]), axis=(0, 1)) / (region.sum() + 1e-6)
             eyes_full = cv2.resize(np.maximum(*eye_masks), (size, size), interpolation=cv2.INTER_LINEAR)
             t = (settings.eye_colour * trust_max * eyes_full)[..., None]
-            chroma = (1 - t) * chroma + t * (chroma_whole + own_cast)
+            # the median over the references: one with coloured make-up or odd light is outvoted
+            chroma = (1 - t) * chroma + t * (np.median(np.stack(eye_chroma), axis=0) + own_cast)
     out = np.clip(y_new[..., None] + chroma, 0, 1).astype(np.float32)
     info["trust"] = float(np.sum(trust_max * region) / (np.sum(region) + 1e-6))
     return out, info
@@ -329,6 +337,9 @@ class ReferenceRestorer:
         # the blur decides the scale of the flow, so it is estimated on the landmark warps
         rough = [warp_guide(r, self.guides.points[j], y, points, blur=4.0, flow=False) for r, j in zip(refs, chosen)]
         blur = estimate_blur(y, [to_luma(w) for w in rough], region)
+        if not self.settings.min_blur <= blur < self.settings.blur_none:
+            # too sharp to need them, or too blurred to place their detail: the base's face
+            return face, {"blur": float(blur), "trust": 0.0, "guides": []}
         warped = [warp_guide(r, self.guides.points[j], y, points, blur=blur)
                   for r, j in zip(refs[: self.settings.guides], chosen)]
         out, info = fuse(face, points, warped, self.settings, blur=blur)
