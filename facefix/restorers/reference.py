@@ -42,7 +42,7 @@ from .guides import GuideSet, rank_guides, warp_guide
 log = logging.getLogger(__name__)
 
 #: Changes whenever the fusion's output changes, so folder runs redo their photos.
-FUSION_VERSION = 6
+FUSION_VERSION = 7
 #: Blur widths (Gaussian sigma, 512-px crop) tried when estimating a face's blur.
 BLURS = (1.0, 1.5, 2.0, 3.0, 4.0, 5.5, 7.5, 10.0, 14.0)
 
@@ -70,6 +70,8 @@ class FusionSettings:
         feature_gate_low, feature_gate_high: an eye or the mouth of a reference is used
             only as far as it agrees with the face's over the whole feature at the face's
             blur (correlation from low, none, to high, all).
+        mouth_gate_low, mouth_gate_high: the same for the mouth, stricter: a smile's teeth
+            in a speaking mouth (the quickstart's photo) passed the eyes' gate.
         head_grow: the region that takes detail, grown about the face's centre to reach
             the hairline, ears and jaw line, so that no sharp face sits on a blurred head.
         chroma_cutoff: like ``cutoff``, for the references' colour detail.
@@ -100,6 +102,8 @@ class FusionSettings:
     feature_blur_none: float = 16.0
     feature_gate_low: float = 0.5
     feature_gate_high: float = 0.8
+    mouth_gate_low: float = 0.7
+    mouth_gate_high: float = 0.9
     head_grow: float = 1.15
     chroma_cutoff: float = 0.7
     eye_colour: float = 0.5
@@ -247,10 +251,10 @@ def fuse(face: np.ndarray, points: np.ndarray, warped: list[np.ndarray], setting
         if settings.feature_gate_high > 0:
             # a mouth or an eye is taken whole or not at all: its agreement over the
             # whole feature, not window by window (windows always find something alike)
-            for mask in (*eye_masks, mouth):
+            gates = [(m, settings.feature_gate_low, settings.feature_gate_high) for m in eye_masks]
+            for mask, low_gate, high_gate in (*gates, (mouth, settings.mouth_gate_low, settings.mouth_gate_high)):
                 agree = _region_correlation(y_low, g_low, mask)
-                gate = float(np.clip((agree - settings.feature_gate_low)
-                                     / (settings.feature_gate_high - settings.feature_gate_low), 0, 1))
+                gate = float(np.clip((agree - low_gate) / (high_gate - low_gate), 0, 1))
                 trust *= 1 - mask * (1 - gate)
         # match the reference's contrast to the face's (other light, other camera)
         sd_y = np.sqrt(np.maximum(_blur(y_low * y_low, window) - _blur(y_low, window) ** 2, 1e-6))
