@@ -121,9 +121,12 @@ def main() -> int:
           f"it was degraded, at the face's own size:")
     side = int(round(512 * size / face.eye_mouth * 1.0))
     down = {k: cv2.resize(v, (side, side), interpolation=cv2.INTER_AREA) for k, v in {**crops, "truth": truth}.items()}
-    for key in ("input", "restored"):
+    embeddings = analyzer.embed_aligned(np.stack([(np.clip(c, 0, 1) * 255 + 0.5).astype(np.uint8)
+                                                  for c in (truth, crops["input"], crops["restored"])]))
+    for i, key in enumerate(("input", "restored"), start=1):
         print(f"   {key:9s} PSNR {psnr(down[key], down['truth']):5.2f} dB, "
-              f"sharpness {face_sharpness(crops[key]) / face_sharpness(truth):.2f} of the truth's")
+              f"sharpness {face_sharpness(crops[key]) / face_sharpness(truth):.2f} of the truth's, "
+              f"identity distance {np.linalg.norm(embeddings[i] - embeddings[0]):.3f} (dlib; lower is truer)")
     print(f"done: {restored_dir / 'old_photo_restored.png'} and {compare}")
     return 0
 

@@ -83,9 +83,10 @@ class FusionSettings:
             0.7 x the blur, every severe face at 256 px got wrinkles, a closed smile or
             a ghost of another face).
         blur_full, blur_none: the whole face takes references' detail in full up to the
-            first blur and none from the second (512-px sigma): a face about 32 px
-            between the eyes' and mouth's level (eval's severe level at 256 px) gets
-            none, since the cut-off alone still left lines drawn a few pixels off.
+            first blur and none from the second (512-px sigma). A face as blurred as
+            eval's severe level at 256 px (about 32 px of face in the photo) gets none:
+            with ``max_cut`` alone, nostrils, brow lines and creases were still drawn a
+            few pixels off on a blurred face.
     """
 
     guides: int = 3
@@ -110,7 +111,6 @@ class FusionSettings:
     max_cut: float = 5.0
     blur_full: float = 10.0
     blur_none: float = 14.0
-
 
 
 def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
