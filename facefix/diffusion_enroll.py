@@ -218,7 +218,11 @@ def tune_person(
     device = resolve_device(device)
     if not device.startswith("cuda"):
         log.warning("tuning the diffusion restorer on %s: expect hours at real size; a CUDA GPU takes minutes", device)
-    precleaner = FastRestorers(store, generic, device=device).get(name)
+    # Stage 2 conditions its guide on *other* people's faces pre-cleaned; the
+    # person's own restorer would pull those strangers toward the person, so
+    # the generic fast restorer makes the conditions, as the official code
+    # pre-cleans with one generic stage for training and inference alike.
+    precleaner = FastRestorers(store, generic, device=device).get(None)
     references = store.load_crops(profile).astype(np.float32) / 255.0
 
     # 2. Generic faces for stage 2: other people, a folder, then painted ones (inside run_dual_pivot).

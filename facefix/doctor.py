@@ -7,6 +7,7 @@ import platform
 
 from . import __version__, paths
 from .faces import describe_backends, resolve_backend
+from .models import offline as models_offline
 
 
 def _torch_info() -> dict:
@@ -16,7 +17,7 @@ def _torch_info() -> dict:
         "torch": torch.__version__,
         "cuda_available": torch.cuda.is_available(),
         "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
-        "mps_available": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
+        "mps_available": torch.backends.mps.is_available(),
         "cpu_threads": torch.get_num_threads(),
     }
     info["device"] = "cuda" if info["cuda_available"] else ("mps" if info["mps_available"] else "cpu")
@@ -29,18 +30,15 @@ def _xformers() -> dict:
     try:
         import xformers
 
-        return {"installed": True, "version": getattr(xformers, "__version__", "?")}
+        return {"installed": True, "version": xformers.__version__}
     except Exception as exc:  # a broken build is worth reporting, not crashing on
         return {"installed": True, "error": str(exc)}
 
 
 def _diffusion_weights() -> list[dict]:
-    try:
-        from . import models
-    except ImportError:
-        return []
-    describe = getattr(models, "describe_model_sets", None)
-    return describe() if describe else []
+    from .models import describe_model_sets
+
+    return describe_model_sets()
 
 
 def collect() -> dict:
@@ -55,6 +53,6 @@ def collect() -> dict:
         "face_backends": describe_backends(),
         "data_dir": str(paths.data_dir()),
         "cache_dir": str(paths.cache_dir()),
-        "offline": paths.offline(),
+        "offline": models_offline(),
         "diffusion_weights": _diffusion_weights(),
     }

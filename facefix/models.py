@@ -17,7 +17,6 @@ modules is :mod:`facefix.diffusion_parts`.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import logging
@@ -28,7 +27,8 @@ from pathlib import Path
 
 from .errors import ModelError, UsageError
 from .hashing import file_sha256
-from .paths import cache_dir, offline
+from .paths import cache_dir
+from .paths import offline as _facefix_offline
 
 log = logging.getLogger(__name__)
 
@@ -188,19 +188,41 @@ def _custom_name(base: str, guide: str) -> str:
 # --------------------------------------------------------------------------- files
 
 
-def base_patterns(variant: str | None) -> list[str]:
-    """Hub file patterns of a base model: the five parts, never the big single-file checkpoints."""
-    patterns = ["model_index.json", "scheduler/*.json", "tokenizer/*"]
-    for sub, stem in (("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"), ("text_encoder", "model")):
-        patterns.append(f"{sub}/config.json")
-        patterns.append(f"{sub}/{stem}.{variant}.safetensors" if variant else f"{sub}/{stem}.safetensors")
-    return patterns
+#: The base's weighted parts: (folder, weight file stem).
+BASE_PARTS = (("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"), ("text_encoder", "model"))
 
-
-GUIDE_PATTERNS = ["config.json", "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"]
+#: A guide's safetensors weights, in the order ``pull`` prefers them.
+GUIDE_SAFETENSORS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
 #: Only when a guide ships no safetensors (the tile ControlNet): a pickle,
 #: which diffusers loads with ``torch.load(weights_only=True)``.
 GUIDE_PICKLE = "diffusion_pytorch_model.bin"
+
+
+def pull_patterns(role: str, variant: str | None, files) -> list[str]:
+    """The files ``pull`` downloads of a repository whose files are ``files``.
+
+    ``locate`` asks the cache for exactly these, computed from the files of
+    the local snapshot: huggingface_hub (2.4 here) checks a snapshot against
+    the repository's cached file list and raises ``IncompleteSnapshotError``
+    for a file that exists on the hub but was never downloaded, so asking for
+    a format ``pull`` skipped (the ``.bin`` next to a ``.safetensors``) would
+    make a complete download look missing.
+
+    Base: for each part, the ``variant`` safetensors when present, else the
+    plain one. Guide: one weights file, the first of ``.safetensors``,
+    ``.fp16.safetensors``, the pickle (never two copies of the same weights).
+    """
+    files = set(files)
+    if role == "base":
+        patterns = ["model_index.json", "scheduler/*.json", "tokenizer/*"]
+        for sub, stem in BASE_PARTS:
+            patterns.append(f"{sub}/config.json")
+            names = ([f"{sub}/{stem}.{variant}.safetensors"] if variant else []) + [f"{sub}/{stem}.safetensors"]
+            # Neither present: ask for the first, so that locate names it as missing.
+            patterns.append(next((n for n in names if n in files), names[0]))
+        return patterns
+    weights = [*GUIDE_SAFETENSORS, GUIDE_PICKLE]
+    return ["config.json", next((w for w in weights if w in files), weights[0])]
 
 
 def _weight_file(folder: Path, stem: str, variant: str | None) -> Path | None:
@@ -218,7 +240,7 @@ def missing_base_files(base_dir: Path, variant: str | None) -> list[str]:
     tokenizer = base_dir / "tokenizer"
     if not ((tokenizer / "tokenizer.json").is_file() or (tokenizer / "vocab.json").is_file()):
         missing.append("tokenizer/vocab.json (or tokenizer.json)")
-    for sub, stem in (("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"), ("text_encoder", "model")):
+    for sub, stem in BASE_PARTS:
         if not (base_dir / sub / "config.json").is_file():
             missing.append(f"{sub}/config.json")
         if _weight_file(base_dir / sub, stem, variant) is None:
@@ -239,6 +261,22 @@ def weight_path(folder: Path, stem: str = "diffusion_pytorch_model", variant: st
 
 
 # --------------------------------------------------------------------------- locate / pull
+
+#: Every variable that asks for no network. ``TRANSFORMERS_OFFLINE`` is here
+#: because huggingface_hub itself treats it as ``HF_HUB_OFFLINE`` (its
+#: ``constants.HF_HUB_OFFLINE``): without it, ``pull`` would start and fail
+#: inside the hub client with a misleading message.
+OFFLINE_VARIABLES = ("FACEFIX_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def offline() -> bool:
+    """True when any of :data:`OFFLINE_VARIABLES` is set (1/true/yes/on)."""
+    return _facefix_offline() or os.environ.get("TRANSFORMERS_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _set_offline_variables() -> str:
+    return "/".join(n for n in OFFLINE_VARIABLES if os.environ.get(n, "").strip().lower() in {"1", "true", "yes", "on"})
+
 
 
 def hf_cache() -> Path:
@@ -298,9 +336,27 @@ def _missing_error(model_set: ModelSet, role: str, ref: str, where: str, detail:
     return ModelError(
         f"model set {model_set.name!r}: {role} model {ref!r} is not available ({detail or 'not downloaded'}); "
         f"looked in {where}. Fetch it with `{model_set.pull_command}`"
-        + (" (needs network: unset FACEFIX_OFFLINE/HF_HUB_OFFLINE)" if offline() else "")
+        + (f" (needs network: unset {_set_offline_variables()})" if offline() else "")
         + ", or point FACEFIX_MODEL_SET at a local model-set directory."
     )
+
+
+def _repo_folder(ref: str) -> Path:
+    """The hub cache folder of a model repository (``models--org--name``)."""
+    return hf_cache() / ("models--" + ref.replace("/", "--"))
+
+
+def _cached_snapshot(ref: str, revision: str) -> Path | None:
+    """The local snapshot folder of ``ref@revision``, as the hub cache lays it out, or None."""
+    storage = _repo_folder(ref)
+    commit = revision
+    if not re.fullmatch(r"[0-9a-f]{40}", revision):
+        ref_file = storage / "refs" / revision
+        if not ref_file.is_file():
+            return None
+        commit = ref_file.read_text().strip()
+    folder = storage / "snapshots" / commit
+    return folder if folder.is_dir() else None
 
 
 def _locate_one(model_set: ModelSet, role: str) -> tuple[Path, str]:
@@ -313,17 +369,27 @@ def _locate_one(model_set: ModelSet, role: str) -> tuple[Path, str]:
         found_revision = _local_revision(folder)
     else:
         from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
+        from huggingface_hub.errors import IncompleteSnapshotError, LocalEntryNotFoundError
 
-        patterns = base_patterns(model_set.variant) if role == "base" else [*GUIDE_PATTERNS, GUIDE_PICKLE]
+        where = f"the Hugging Face cache {hf_cache()}"
+        snapshot = _cached_snapshot(ref, revision)
+        if snapshot is None:
+            raise _missing_error(model_set, role, ref, where)
+        # Ask only for what pull downloads, judged from what the snapshot holds
+        # (see pull_patterns): the hub client checks these against its cached
+        # file list, which catches a download that was cut short.
+        present = [p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()]
+        patterns = pull_patterns(role, model_set.variant, present)
         try:
             folder = Path(
                 snapshot_download(
                     ref, revision=revision, allow_patterns=patterns, local_files_only=True, cache_dir=hf_cache()
                 )
             )
+        except IncompleteSnapshotError as exc:
+            raise _missing_error(model_set, role, ref, where, "download incomplete") from exc
         except (LocalEntryNotFoundError, FileNotFoundError, OSError) as exc:
-            raise _missing_error(model_set, role, ref, f"the Hugging Face cache {hf_cache()}") from exc
+            raise _missing_error(model_set, role, ref, where) from exc
         found_revision = folder.name
     missing = missing_base_files(folder, model_set.variant) if role == "base" else missing_guide_files(folder)
     if missing:
@@ -355,10 +421,76 @@ def is_available(model_set: ModelSet) -> bool:
     return True
 
 
+def hub_error(exc: BaseException, ref: str, revision: str, *, what: str, fix: str) -> ModelError:
+    """One line for a hub failure, naming the repository, the cause and the fix.
+
+    A gated or private repository is not "withdrawn": huggingface_hub answers
+    a gated repo with ``GatedRepoError`` and an unauthenticated private one
+    with ``RepositoryNotFoundError`` (HTTP 401), and each needs another fix.
+
+    Args:
+        exc: what the hub client raised.
+        ref, revision: the repository asked for.
+        what: what was being done (``download base model``).
+        fix: the command to run again once the cause is fixed.
+    """
+    from huggingface_hub.errors import (
+        DisabledRepoError,
+        GatedRepoError,
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    # huggingface_hub < 1.0 allows an error without a response; >= 1.0 always has one.
+    status = exc.response.status_code if isinstance(exc, HfHubHTTPError) and exc.response is not None else None
+    page = f"https://huggingface.co/{ref}"
+    login = "log in with `hf auth login` or pass --token"
+    if isinstance(exc, GatedRepoError):
+        cause = f"{ref} is gated: accept its terms at {page}, then {login}, and run `{fix}` again"
+    elif isinstance(exc, RevisionNotFoundError):
+        cause = f"{ref} has no revision {revision!r}: name an existing branch, tag or commit"
+    elif isinstance(exc, RepositoryNotFoundError) and status == 401:
+        cause = (f"the hub did not show {ref} (HTTP 401): it is private or gated and no valid token was sent; "
+                 f"{login}, and run `{fix}` again")
+    elif isinstance(exc, RepositoryNotFoundError):
+        cause = (f"{ref} does not exist on the hub (withdrawn or misspelt): name a mirror with "
+                 "`facefix models pull --base ID --guide ID` or FACEFIX_MODEL_SET")
+    elif isinstance(exc, DisabledRepoError):
+        cause = f"{ref} was disabled by its owner: name a mirror with `facefix models pull --base ID --guide ID`"
+    elif status in (401, 403):
+        cause = f"the hub refused {ref} (HTTP {status}): {login} with a token that can read it, and run `{fix}` again"
+    elif isinstance(exc, OfflineModeIsEnabled):
+        cause = f"offline mode is on ({_set_offline_variables() or 'HF_HUB_OFFLINE'}): unset it and run `{fix}` again"
+    elif isinstance(exc, HfHubHTTPError):
+        cause = f"the hub answered HTTP {status} for {ref}: try `{fix}` again later"
+    else:  # connection refused, DNS, timeout, a full disk: the client's own words say which
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        cause = f"{type(exc).__name__}: {first_line}; check the network and disk, and run `{fix}` again"
+    return ModelError(f"could not {what} {ref}@{revision}: {cause}")
+
+
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    """What a hub call raises for reasons outside facefix: network, auth, the hub, the disk.
+
+    ``HTTPError`` is the hub client's HTTP library's base error, which
+    ``huggingface_hub.errors`` imports under that name in every supported
+    version (requests before 1.0, httpx/httpx2 after); it covers connection
+    failures, which httpx does not make ``OSError``. ``OSError`` covers
+    requests' connection errors, a full disk and ``LocalEntryNotFoundError``;
+    ``ConnectionError`` covers ``OfflineModeIsEnabled``.
+    """
+    from huggingface_hub.errors import HTTPError
+
+    return (HTTPError, OSError, ConnectionError)
+
+
 def pull(model_set: ModelSet, *, tqdm_class=None, token: str | None = None, convert: bool = True) -> ModelPaths:
     """Download a model set into the Hugging Face cache and check it.
 
-    Files already cached are not fetched again. A guide that ships only a
+    Files already cached are not fetched again. Only one format of each
+    weights file is fetched (:func:`pull_patterns`). A guide that ships only a
     pickle (``.bin``) is converted once to fp16 safetensors under
     ``cache_dir()/models`` so that later loads never unpickle.
 
@@ -370,6 +502,9 @@ def pull(model_set: ModelSet, *, tqdm_class=None, token: str | None = None, conv
 
     Returns:
         Where the set now is.
+
+    Raises:
+        ModelError: offline, or the hub failed (one line: cause and fix, see :func:`hub_error`).
     """
     from huggingface_hub import HfApi, snapshot_download
 
@@ -377,7 +512,7 @@ def pull(model_set: ModelSet, *, tqdm_class=None, token: str | None = None, conv
         remote = [r for r in (model_set.base, model_set.guide) if not is_local(r)]
         if remote:
             raise ModelError(
-                f"cannot pull {', '.join(remote)}: offline mode is on (FACEFIX_OFFLINE or HF_HUB_OFFLINE); "
+                f"cannot pull {', '.join(remote)}: offline mode is on ({_set_offline_variables()}); "
                 f"unset it and run `{model_set.pull_command}` again, or copy the weights into {hf_cache()}"
             )
     api = HfApi(token=token)
@@ -386,24 +521,16 @@ def pull(model_set: ModelSet, *, tqdm_class=None, token: str | None = None, conv
         if is_local(ref):
             continue
         revision = model_set.base_revision if role == "base" else model_set.guide_revision
-        if role == "base":
-            patterns = base_patterns(model_set.variant)
-        else:
-            files = set(api.list_repo_files(ref, revision=revision))
-            patterns = [p for p in GUIDE_PATTERNS if any(fnmatch.fnmatch(f, p) for f in files)]
-            if not any(p.endswith(".safetensors") for p in patterns):
-                patterns.append(GUIDE_PICKLE)
         log.info("pulling %s model %s@%s", role, ref, revision)
         try:
-            folder = snapshot_download(
+            patterns = pull_patterns(role, model_set.variant, api.list_repo_files(ref, revision=revision))
+            folder = Path(snapshot_download(
                 ref, revision=revision, allow_patterns=patterns, cache_dir=hf_cache(), tqdm_class=tqdm_class, token=token
-            )
-        except Exception as exc:  # network, auth, withdrawn repository
-            raise ModelError(
-                f"could not download {role} model {ref!r}@{revision}: {exc}. If the repository was withdrawn, "
-                "name a mirror with `facefix models pull --base ID --guide ID` or FACEFIX_MODEL_SET"
-            ) from exc
-        _write_manifest(ref, Path(folder), _hub_hashes(api, ref, Path(folder).name))
+            ))
+            hashes = _hub_hashes(api, ref, folder.name)
+        except _hub_errors() as exc:
+            raise hub_error(exc, ref, revision, what=f"download {role} model", fix=model_set.pull_command) from exc
+        _write_manifest(ref, folder, hashes)
     paths = locate(model_set)
     if convert and not (paths.guide_dir / "diffusion_pytorch_model.safetensors").is_file():
         convert_guide(paths)
@@ -527,7 +654,13 @@ def _verify_folder(ref: str, folder: Path, revision: str, online: bool, token: s
     if online and not is_local(ref) and not ref.startswith("converted:"):
         from huggingface_hub import HfApi
 
-        expected, source = _hub_hashes(HfApi(token=token), ref, revision), "hub"
+        try:
+            expected, source = _hub_hashes(HfApi(token=token), ref, revision), "hub"
+        except _hub_errors() as exc:
+            raise hub_error(
+                exc, ref, revision, what="read the hashes of",
+                fix="facefix models verify --token TOKEN (or --offline, against the hashes recorded at pull)",
+            ) from exc
     else:
         local = is_local(ref)
         manifest = _manifest_path(str(folder) if local else ref, "local" if local else revision)
@@ -562,6 +695,9 @@ def verify(model_set: ModelSet, *, online: bool | None = None, token: str | None
         model_set: the set to check.
         online: ask the hub; default: unless offline mode is on.
         token: hub token for gated repositories.
+
+    Raises:
+        ModelError: online, the hub could not be asked (one line, see :func:`hub_error`).
     """
     online = (not offline()) if online is None else online
     try:
@@ -578,3 +714,43 @@ def verify(model_set: ModelSet, *, online: bool | None = None, token: str | None
         for check in _verify_folder(label, folder, revision, online and not converted, token):
             checks.append(replace(check, path=f"{role}/{check.path}"))
     return VerifyReport(model_set.name, tuple(checks))
+
+
+def describe_model_sets() -> list[dict]:
+    """Each registered model set, and the one ``FACEFIX_MODEL_SET`` names: on disk? verified? (no network).
+
+    ``verified`` checks every file against the hashes recorded at pull (or
+    the cache's blob names), so it reads the weights once: seconds per GB.
+    A ``FACEFIX_MODEL_SET`` that names nothing usable is reported as a row
+    with its error, not skipped.
+    """
+    sets: list[ModelSet] = list(REGISTRY.values())
+    rows: list[dict] = []
+    chosen_name = None
+    if os.environ.get("FACEFIX_MODEL_SET", "").strip():
+        try:
+            chosen = resolve_model_set(None)
+        except (UsageError, ModelError) as exc:
+            rows.append({"name": os.environ["FACEFIX_MODEL_SET"], "default": True, "on_disk": False,
+                         "verified": False, "detail": str(exc)})
+        else:
+            chosen_name = chosen.name
+            if chosen.name not in REGISTRY:
+                sets.append(chosen)
+    else:
+        chosen_name = DEFAULT_MODEL_SET
+    for model_set in sets:
+        row = {"name": model_set.name, "default": model_set.name == chosen_name, "base": model_set.base,
+               "guide": model_set.guide}
+        try:
+            paths = locate(model_set)
+        except ModelError as exc:
+            rows.append({**row, "on_disk": False, "verified": False, "detail": str(exc)})
+            continue
+        report = verify(model_set, online=False)
+        bad = [c.path for c in report.checks if not c.ok]
+        detail = (f"{paths.base_dir} + {paths.guide_dir}" if report.ok else
+                  f"{len(bad)} file(s) do not match their hashes ({', '.join(bad[:3])}): run `{model_set.pull_command}`")
+        rows.append({**row, "on_disk": True, "verified": report.ok, "detail": detail,
+                     "base_dir": str(paths.base_dir), "guide_dir": str(paths.guide_dir)})
+    return rows

@@ -14,6 +14,18 @@ import pytest
 from facefix import samples
 
 
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests are skipped where there is no CUDA device (and run where there is)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory, monkeypatch) -> Path:
     """Every test gets its own FACEFIX_HOME and never touches the network."""

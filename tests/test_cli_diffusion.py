@@ -101,7 +101,8 @@ def test_enroll_with_the_diffusion_engine_stores_both_adapters(world, home):
     unet, guide = artifacts["diffusion/tiny/unet_lora"], artifacts["diffusion/tiny/guide"]
     assert unet["settings"]["steps_done"] == 4 and unet["settings"]["model_set"] == "tiny"
     assert unet["settings"]["pivot_prompt"] == "a photo of sks person"
-    assert guide["settings"]["steps_done"] == 3 and guide["settings"]["precleaner"] == "fast/astro"
+    # Stage 2's conditions come from the generic fast restorer: astro's would pull strangers toward astro.
+    assert guide["settings"]["steps_done"] == 3 and guide["settings"]["precleaner"] == "fast/generic"
     # Stage 2's generic faces: tom's 2 references + the 1 face of --generic-faces, none of astro's.
     assert guide["settings"]["faces"] == 3
     profile_dir = ProfileStore().path("astro")
@@ -110,7 +111,7 @@ def test_enroll_with_the_diffusion_engine_stores_both_adapters(world, home):
     assert not any((profile_dir / "work" / "diffusion" / "tiny").glob("**/*.safetensors")), "checkpoints cleared"
 
 
-def test_personalized_restorer_differs_from_the_generic_and_switching_is_exact(world, home, monkeypatch):
+def test_personalized_restorer_differs_from_the_fast_one_and_switching_is_exact(world, home, monkeypatch):
     import facefix.diffusion_parts as diffusion_parts
 
     loads = []
@@ -121,18 +122,20 @@ def test_personalized_restorer_differs_from_the_generic_and_switching_is_exact(w
                              steps=2, seed=1, device="cpu")
     assert isinstance(provider, DiffusionRestorers) and provider.engine == "diffusion"
     crop = store.load_crops(store.load("astro"))[:1].astype(np.float32) / 255
-    alice, generic = provider.get("astro"), provider.get(None)
-    assert (alice.name, generic.name) == ("diffusion/astro", "diffusion/generic")
+    alice, stranger = provider.get("astro"), provider.get(None)
+    # Nobody's face: the fast generic restorer, not an untuned ControlNet with an empty prompt.
+    assert (alice.name, stranger.name) == ("diffusion/astro", "fast/generic")
     personal = alice.restore(crop)
-    plain = generic.restore(crop)
+    plain = stranger.restore(crop)
     assert personal.shape == crop.shape and np.isfinite(personal).all()
-    assert np.abs(personal - plain).max() > 1e-3, "the person's adapters change the result"
-    # Back and forth on the same loaded weights gives the same pixels, and the base loaded once.
+    assert np.abs(personal - plain).max() > 1e-3, "the diffusion restorer is not the fast one"
+    # Back and forth gives the same pixels, and the base loaded once.
     np.testing.assert_array_equal(alice.restore(crop), personal)
-    np.testing.assert_array_equal(generic.restore(crop), plain)
+    np.testing.assert_array_equal(stranger.restore(crop), plain)
+    np.testing.assert_array_equal(alice.restore(crop), personal)
     assert len(loads) == 1
-    # tom has no adapters: the generic diffusion restorer, pre-cleaned by the generic fast model.
-    assert provider.get("tom").name == "diffusion/generic"
+    # tom has no adapters: his fast restorer (the generic one: he has no trained model), no diffusion.
+    assert provider.get("tom").name == "fast/generic"
 
 
 def test_restore_through_the_cli_with_the_diffusion_engine(world, portrait_photo):
@@ -150,7 +153,8 @@ def test_restore_through_the_cli_with_the_diffusion_engine(world, portrait_photo
 
 
 def test_auto_on_this_cpu_machine_picks_fast_and_says_why(world, home, monkeypatch, caplog):
-    assert not torch.cuda.is_available()
+    # A machine without CUDA, whatever this one has.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     engine, why = choose_engine("auto", str(world["set"]))
     assert engine == "fast" and "no CUDA GPU" in why
     with caplog.at_level(logging.WARNING, logger="facefix"):
@@ -169,8 +173,9 @@ def test_auto_on_this_cpu_machine_picks_fast_and_says_why(world, home, monkeypat
 
 
 def test_enroll_auto_on_cpu_trains_fast_only_and_says_why(world):
+    # CUDA hidden from the subprocess: the machine this test means, whatever this one has.
     result = facefix("enroll", "astro", "--resume", "--engine", "auto", "--model-set", world["set"],
-                     "--budget", "0.02", home=world["home"])
+                     "--budget", "0.02", home=world["home"], CUDA_VISIBLE_DEVICES="")
     assert result.returncode == 0, result.stderr
     err = " ".join(result.stderr.split())
     assert "using the fast engine: no CUDA GPU found" in err and "training the fast restorer only" in err
@@ -203,7 +208,7 @@ def test_adapters_of_one_model_set_are_refused_by_another(world, home, caplog):
     other = save_tiny_model_set(world["root"] / "other", name="other")
     with caplog.at_level(logging.WARNING, logger="facefix"):
         restorer = make_provider("diffusion", store=store, generic=generic, model_set=str(other)).get("astro")
-    assert restorer.name == "diffusion/generic"
+    assert restorer.name == "fast/astro"
     assert "made for model set 'tiny', not 'other'" in caplog.text and "--model-set other" in caplog.text
     # The same set copied elsewhere (same content) is the same set.
     moved = world["root"] / "moved_set"
@@ -242,3 +247,41 @@ def test_ctrl_c_keeps_the_checkpoint_and_resume_ends_with_the_same_adapter(world
 def test_tuning_needs_the_fast_model_first(world, home):
     with pytest.raises(ProfileError, match=r"no fast restorer yet.*--engine fast"):
         tune_person("tom", store=ProfileStore(), generic=GenericStore(), model_set=str(world["set"]), device="cpu")
+
+
+def test_pulled_from_the_hub_then_enroll_and_restore_offline(world, portrait_photo, tmp_path, monkeypatch):
+    """`models pull` through the faithful fake hub (a guide with both .bin and .safetensors, the base
+    with every format), then `enroll --engine diffusion` and `restore --engine diffusion`, offline."""
+    from fake_hub import FakeHub, controlnet_like_guide, sd15_like_base
+
+    from facefix.cli.main import main as cli_main
+    from facefix.models import ModelSet, write_local_model_set
+
+    cache, home = tmp_path / "hf", tmp_path / "home"
+    shutil.copytree(world["home"], home)  # astro with a fast model; the world's own profile untouched
+    for name in ("FACEFIX_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("FACEFIX_HOME", str(home))
+    hub = FakeHub()
+    hub.add("org/tiny-sd15", sd15_like_base(world["set"] / "base"), commit="1" * 40)
+    hub.add("org/tiny-canny", controlnet_like_guide(world["set"] / "guide", safetensors=True, pickle=True),
+            commit="2" * 40)
+    hub.install(monkeypatch)
+    assert cli_main(["models", "pull", "--base", "org/tiny-sd15", "--guide", "org/tiny-canny"]) == 0
+    # A model-set directory naming the two hub ids, as a user would keep one.
+    spec = write_local_model_set(tmp_path / "hubset", ModelSet(
+        name="hubtiny", base="org/tiny-sd15", guide="org/tiny-canny", variant="fp16")).parent
+    env = {"HF_HUB_CACHE": str(cache)}
+    enroll = facefix("enroll", "astro", "--resume", "--engine", "diffusion", "--model-set", spec,
+                     "--generic-faces", world["root"] / "generic", *TINY_TUNING, home=home, **env)
+    assert enroll.returncode == 0, enroll.stderr
+    assert "diffusion (hubtiny): stage 1 4 steps" in " ".join(enroll.stderr.split())
+    out = tmp_path / "restored"
+    restore = facefix("restore", portrait_photo, "--person", "astro", "--engine", "diffusion", "--model-set", spec,
+                      "--steps", "2", "--device", "cpu", "--ext", "png", "--json", "-o", out, home=home, **env)
+    assert restore.returncode == 0, restore.stderr
+    (record,) = [r for r in map(json.loads, restore.stdout.splitlines()) if r.get("restorer")]
+    assert record["restorer"] == "diffusion/astro"
+    checked = facefix("models", "verify", spec, "--offline", home=home, **env)
+    assert checked.returncode == 0, checked.stderr

@@ -60,10 +60,33 @@ def test_restore_end_to_end_from_a_model_set_on_disk(tiny_set, artifacts, crops)
     assert 0 <= out.min() and out.max() <= 1
     assert precleaner.calls == 1
     assert steps[-1] == (6, 6)  # 2 batches x 3 steps, one count for the whole call
-    # Colour is pinned to the input: the wavelet low band matches.
+    # Colour is pinned to the pre-cleaned face (here a blur of the input): the wavelet low band matches.
     _, low_out = wavelet_decompose(torch.from_numpy(out).permute(0, 3, 1, 2))
     _, low_in = wavelet_decompose(torch.from_numpy(crops).permute(0, 3, 1, 2))
     assert (low_out - low_in).abs().mean() < 0.05
+
+
+class TintRestorer:
+    """A pre-cleaner that moves colour (as a pre-cleaner undoing a colour cast does)."""
+
+    name = "tint"
+
+    def restore(self, crops: np.ndarray) -> np.ndarray:
+        return np.clip(crops + np.array([0.15, 0.0, -0.12], np.float32), 0, 1)
+
+
+def test_wavelet_colours_come_from_the_pre_cleaned_face_not_the_degraded_input(tiny_set, crops):
+    restorer = DiffusionRestorer.load(str(tiny_set), precleaner=TintRestorer(), settings=FAST)
+    out = restorer.restore(crops)
+
+    def low(images):
+        return wavelet_decompose(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2))[1]
+
+    pre = TintRestorer().restore(crops)
+    to_pre = (low(out) - low(pre)).abs().mean().item()
+    to_input = (low(out) - low(crops)).abs().mean().item()
+    # DiffBIR and the official code take colours from the pre-cleaned face.
+    assert to_pre < 0.05 and to_input > 2 * to_pre, (to_pre, to_input)
 
 
 def test_personal_adapters_change_the_result(tiny_set, artifacts, crops):

@@ -5,7 +5,7 @@ import torch
 
 from facefix.restorers.graphs import GraphedDenoiser
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+cuda = pytest.mark.gpu  # skipped without CUDA by conftest's collection hook
 
 
 def _model(device):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_hub import FakeHub, controlnet_like_guide, sd15_like_base
 from tiny_diffusion import save_tiny_model_set
 
 from facefix.diffusion_parts import build_random_sd15, load_parts
@@ -20,7 +21,6 @@ from facefix.models import (
     REGISTRY,
     ModelSet,
     convert_guide,
-    git_blob_sha1,
     locate,
     pull,
     record_manifest,
@@ -35,33 +35,22 @@ def tiny_set(tmp_path_factory) -> Path:
     return save_tiny_model_set(tmp_path_factory.mktemp("tiny_set"))
 
 
-def _fake_hub_snapshot(cache: Path, repo: str, source: Path, commit: str = "a" * 40) -> Path:
-    """Lay ``source`` out as the Hugging Face cache does: blobs named by hash, snapshot symlinks."""
-    root = cache / ("models--" + repo.replace("/", "--"))
-    (root / "refs").mkdir(parents=True, exist_ok=True)
-    (root / "refs" / "main").write_text(commit)
-    blobs = root / "blobs"
-    blobs.mkdir(exist_ok=True)
-    snapshot = root / "snapshots" / commit
-    for path in sorted(p for p in source.rglob("*") if p.is_file()):
-        rel = path.relative_to(source)
-        data = path.read_bytes()
-        # LFS files (weights) are named by sha256, small files by their git object id.
-        name = hashlib.sha256(data).hexdigest() if path.suffix in {".safetensors", ".bin"} else git_blob_sha1(path)
-        (blobs / name).write_bytes(data)
-        target = snapshot / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to("../" * (len(rel.parts) - 1) + f"../../blobs/{name}")
-    return snapshot
-
-
 @pytest.fixture
 def hub_set(tiny_set, tmp_path, monkeypatch) -> ModelSet:
-    cache = tmp_path / "hf"
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    _fake_hub_snapshot(cache, "org/tiny-base", tiny_set / "base")
-    _fake_hub_snapshot(cache, "org/tiny-guide", tiny_set / "guide", commit="b" * 40)
-    return ModelSet(name="hubtiny", base="org/tiny-base", guide="org/tiny-guide", variant=None)
+    """The tiny set pulled from the faithful fake hub (tests/fake_hub.py): real cache layout and file-list cache."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("FACEFIX_HOME", str(tmp_path / "home"))
+    for name in ("FACEFIX_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)  # pull needs the (fake) network
+    hub = FakeHub()
+    hub.add("org/tiny-base", sd15_like_base(tiny_set / "base"), commit="a" * 40)
+    hub.add("org/tiny-guide", controlnet_like_guide(tiny_set / "guide", safetensors=True, pickle=False), commit="b" * 40)
+    hub.install(monkeypatch)
+    model_set = ModelSet(name="hubtiny", base="org/tiny-base", guide="org/tiny-guide", variant="fp16")
+    pull(model_set)
+    # From here on nothing may touch the network.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return model_set
 
 
 def test_default_set_is_registered_and_live_on_the_hub():
@@ -114,20 +103,25 @@ def test_hub_snapshot_is_found_offline_and_verified(hub_set):
     load_parts(paths)  # same loader as a local directory
     report = verify(hub_set, online=False)
     assert report.ok, report
-    assert {c.source for c in report.checks} == {"cache-blob"}
-    assert any(c.path == "base/unet/diffusion_pytorch_model.safetensors" for c in report.checks)
+    assert {c.source for c in report.checks} == {"manifest"}  # the hub's hashes, recorded at pull
+    assert any(c.path == "base/unet/diffusion_pytorch_model.fp16.safetensors" for c in report.checks)
+    # Without the manifest, the cache's blob names (the hub's hashes) still check every file.
+    for manifest in (Path(os.environ["FACEFIX_HOME"]) / "cache" / "models" / "manifests").glob("*.json"):
+        manifest.unlink()
+    report = verify(hub_set, online=False)
+    assert report.ok and {c.source for c in report.checks} == {"cache-blob"}, report
 
 
 def test_verify_catches_a_corrupt_blob(hub_set):
     paths = locate(hub_set)
-    weights = (paths.base_dir / "unet" / "diffusion_pytorch_model.safetensors").resolve()
+    weights = (paths.base_dir / "unet" / "diffusion_pytorch_model.fp16.safetensors").resolve()
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
     report = verify(hub_set, online=False)
     assert not report.ok
     bad = [c.path for c in report.checks if not c.ok]
-    assert bad == ["base/unet/diffusion_pytorch_model.safetensors"]
+    assert bad == ["base/unet/diffusion_pytorch_model.fp16.safetensors"]
 
 
 def test_verify_of_a_local_set_uses_its_recorded_manifest(tiny_set, tmp_path):
@@ -143,22 +137,27 @@ def test_verify_of_a_local_set_uses_its_recorded_manifest(tiny_set, tmp_path):
 def test_pickle_only_guide_is_converted_once_to_safetensors(tiny_set, tmp_path, monkeypatch):
     from diffusers import ControlNetModel
 
-    cache = tmp_path / "hf"
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    pickled = tmp_path / "pickled"
-    pickled.mkdir()
-    guide = ControlNetModel.from_pretrained(tiny_set / "guide")
-    torch.save(guide.state_dict(), pickled / "diffusion_pytorch_model.bin")
-    shutil.copy(tiny_set / "guide" / "config.json", pickled)
-    _fake_hub_snapshot(cache, "org/tiny-base", tiny_set / "base")
-    _fake_hub_snapshot(cache, "org/pickled-guide", pickled, commit="c" * 40)
-    model_set = ModelSet(name="pickled", base="org/tiny-base", guide="org/pickled-guide", variant=None)
-    paths = locate(model_set)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("FACEFIX_HOME", str(tmp_path / "home"))
+    for name in ("FACEFIX_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)  # pull needs the (fake) network
+    hub = FakeHub()
+    hub.add("org/tiny-base", sd15_like_base(tiny_set / "base"), commit="a" * 40)
+    # As lllyasviel/control_v11f1e_sd15_tile is today: a pickle, no safetensors.
+    hub.add("org/pickled-guide", controlnet_like_guide(tiny_set / "guide", safetensors=False, pickle=True), commit="c" * 40)
+    hub.install(monkeypatch)
+    model_set = ModelSet(name="pickled", base="org/tiny-base", guide="org/pickled-guide", variant="fp16")
+    paths = pull(model_set, convert=False)
     assert (paths.guide_dir / "diffusion_pytorch_model.bin").exists()
+    unpickled = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: unpickled.append(k.get("weights_only")) or real_load(*a, **k))
     converted = convert_guide(paths, dtype="float32")
+    assert unpickled == [True], "the pickle is read only with torch.load(weights_only=True)"
     assert (converted / "diffusion_pytorch_model.safetensors").is_file()
     again = locate(model_set)
     assert again.guide_dir == converted
+    guide = ControlNetModel.from_pretrained(tiny_set / "guide")
     loaded = load_parts(again).guide
     for (name, a), b in zip(guide.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name

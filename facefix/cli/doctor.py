@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from rich.markup import escape
 from rich.table import Table
 
 from ..doctor import collect
@@ -38,7 +39,8 @@ def doctor_command(*, json_out: JsonOpt = False) -> None:
     table.add_row("cache directory", info["cache_dir"])
     table.add_row("offline", _yes(info["offline"]))
     for weights in info["diffusion_weights"]:
-        table.add_row(f"diffusion: {weights.get('name', '?')}", f"{_yes(weights.get('present', False))} {weights.get('detail', '')}")
-    if not info["diffusion_weights"]:
-        table.add_row("diffusion weights", "[yellow]none found[/yellow] — the fast restorer is used")
+        state = ("[green]on disk, verified[/green]" if weights["verified"] else
+                 "[red]on disk, NOT verified[/red]" if weights["on_disk"] else "[yellow]not on disk[/yellow]")
+        default = " (default)" if weights["default"] else ""
+        table.add_row(f"diffusion: {escape(weights['name'])}{default}", f"{state} — {escape(weights['detail'])}")
     out.print(table, highlight=False)

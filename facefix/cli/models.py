@@ -93,7 +93,8 @@ def pull_set(
     model_set = _resolve(name, base, guide)
     err.print(f"pulling model set [bold]{escape(model_set.name)}[/bold] ({model_set.license or 'see its model card'})")
     paths = pull(model_set, token=token)
-    report = verify(model_set)
+    # The same token: a gated repository's hashes are as private as its files.
+    report = verify(model_set, token=token)
     bad = [c for c in report.checks if not c.ok]
     if bad or report.problems:
         for check in bad:
@@ -133,6 +134,7 @@ def verify_set(
     offline_: Annotated[
         bool, typer.Option("--offline", help="Check against the recorded manifest and cache, not the hub.")
     ] = False,
+    token: Annotated[str | None, typer.Option("--token", help="Hub token for gated repositories.")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Check a model set's files and their hashes (the hub's, or the manifest recorded at pull)."""
@@ -140,7 +142,7 @@ def verify_set(
     from ..models import verify
 
     model_set = _resolve(name, base, guide)
-    report = verify(model_set, online=False if offline_ else None)
+    report = verify(model_set, online=False if offline_ else None, token=token)
     if json_:
         out.print_json(
             data={

@@ -9,8 +9,8 @@ For a batch of aligned 512 crops:
 3. sample with the (personalized) UNet + (tuned) guide: DPM-Solver++ 2M,
    25 steps by default, no classifier-free guidance (the UNet gets the pivot
    prompt, the guide the empty prompt);
-4. decode, resize back to the crop size and fix colour against the input
-   (wavelet by default);
+4. decode, resize back to the crop size and fix colour against the
+   pre-cleaned face (wavelet by default), as DiffBIR does;
 5. grayscale inputs stay grayscale.
 
 Every face gets its own noise seeded from ``(seed, index in the call)``, so a
@@ -363,7 +363,9 @@ class DiffusionRestorer:
             images = parts.vae_decode(latents)
         images = F.interpolate(images.float(), size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1)
         images = images.permute(0, 2, 3, 1).cpu().numpy()
-        images = color_fix(images, crops, s.color_fix)
+        # Colours from the pre-cleaned face (DiffBIR, the official code): the
+        # degraded input's colours carry its noise and compression shifts.
+        images = color_fix(images, pre, s.color_fix)
         gray = np.all(np.abs(crops - crops[..., :1]) < 1e-6, axis=(1, 2, 3))
         if gray.any():
             # Old grayscale photos stay grayscale (luma of the result).

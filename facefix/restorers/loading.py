@@ -224,7 +224,13 @@ class DiffusionRestorers:
     the order in which people are restored never changes a result. (Adapters
     are therefore not fused into the weights; fusing would make switching
     inexact in fp16.) Each face is pre-cleaned by the same person's fast
-    restorer, or the generic one.
+    restorer.
+
+    Faces without diffusion adapters -- of people nobody enrolled, or of
+    people not tuned for this model set -- get the fast restorer (the generic
+    one for strangers), not the base model with an empty prompt: that use of
+    an untuned tile ControlNet is one neither model was made for and nothing
+    here has measured it to beat the fast restorer (docs/diffusion.md).
 
     Args:
         store, generic: the enrolled people and the generic fast model.
@@ -273,11 +279,11 @@ class DiffusionRestorers:
             self._bank = _AdapterBank(self._parts)
         return self._parts
 
-    def _make(self, person: str | None, adapters, prompt: str, name: str) -> Restorer:
+    def _make(self, person: str, adapters, prompt: str, name: str) -> Restorer:
         from .diffusion import DiffusionRestorer
 
         parts = self.parts
-        key = self._bank.add(person, *adapters) if person is not None and adapters else None
+        key = self._bank.add(person, *adapters)
         inner = DiffusionRestorer(parts, precleaner=self.fast.get(person), prompt=prompt, settings=self.settings,
                                   name=name, device=self.device)
         return _Switched(inner, self._bank, key)
@@ -285,14 +291,12 @@ class DiffusionRestorers:
     def get(self, person: str | None) -> Restorer:
         if person in self._cache:
             return self._cache[person]
-        if person is None:
-            restorer = self._make(None, None, "", "diffusion/generic")
+        adapters = None if person is None else self._adapters_of(person)
+        if adapters is None:
+            # No adapters: the fast restorer (see the class docstring for why).
+            restorer = self.fast.get(person)
         else:
-            adapters = self._adapters_of(person)
-            if adapters is None:
-                restorer = self._make(person, None, "", "diffusion/generic")
-            else:
-                restorer = self._make(person, adapters, adapters[0][1].get("pivot_prompt", ""), f"diffusion/{person}")
+            restorer = self._make(person, adapters, adapters[0][1].get("pivot_prompt", ""), f"diffusion/{person}")
         self._cache[person] = restorer
         return restorer
 
@@ -305,13 +309,13 @@ class DiffusionRestorers:
         if unet_lora_kind(key) not in kinds:
             others = sorted({k.split("/")[1] for k in kinds if k.startswith("diffusion/") and k.count("/") >= 2})
             if others:
-                log.warning("%s's diffusion adapters were made for model set %s, not %r: using the generic "
-                            "diffusion restorer for %s; re-run 'facefix enroll %s --resume --engine diffusion "
+                log.warning("%s's diffusion adapters were made for model set %s, not %r: using the fast "
+                            "restorer for %s; re-run 'facefix enroll %s --resume --engine diffusion "
                             "--model-set %s' to personalize this one", person, ", ".join(map(repr, others)),
                             self.model_set.name, person, person, self.model_set.name)
             else:
                 log.warning("%s has no diffusion adapters for model set %r (run 'facefix enroll %s --resume "
-                            "--engine diffusion'); using the generic diffusion restorer", person,
+                            "--engine diffusion'); using their fast restorer", person,
                             self.model_set.name, person)
             return None
         unet_lora = self.store.load_artifact(person, unet_lora_kind(key))
@@ -390,7 +394,8 @@ class _AdapterBank:
         unet, guide = self.parts.unet, self.parts.guide
         if adapter is None:
             for module in (unet, guide):
-                if getattr(module, "_hf_peft_config_loaded", False):
+                # diffusers' PeftAdapterMixin: False until an adapter is added.
+                if module._hf_peft_config_loaded:
                     module.disable_adapters()
         else:
             unet.enable_adapters()
@@ -398,7 +403,7 @@ class _AdapterBank:
             if self.has_guide_lora[adapter]:
                 guide.enable_adapters()
                 guide.set_adapter(adapter)
-            elif getattr(guide, "_hf_peft_config_loaded", False):
+            elif guide._hf_peft_config_loaded:
                 guide.disable_adapters()
         params = dict(guide.named_parameters())
         wanted = self.full.get(adapter, {}) if adapter is not None else {}

@@ -63,7 +63,8 @@ def generate_images(
         float32 (len(prompts), R, R, 3) in [0, 1], R = the model's resolution.
     """
     unet = parts.unet
-    has_adapters = bool(getattr(unet, "_hf_peft_config_loaded", False))
+    # diffusers' PeftAdapterMixin sets this class attribute (False until an adapter is added).
+    has_adapters = bool(unet._hf_peft_config_loaded)
     if has_adapters:
         unet.disable_adapters()
     try:

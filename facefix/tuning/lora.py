@@ -107,8 +107,8 @@ def _set_state(model, peft_state: dict, adapter_name: str, label: str) -> None:
     param = next(model.parameters())
     peft_state = {k: v.to(param.device) for k, v in peft_state.items()}
     result = set_peft_model_state_dict(model, peft_state, adapter_name=adapter_name)
-    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k and adapter_name in k]
-    unexpected = list(getattr(result, "unexpected_keys", []))
+    missing = [k for k in result.missing_keys if "lora_" in k and adapter_name in k]
+    unexpected = list(result.unexpected_keys)
     if missing or unexpected:
         raise ModelError(
             f"the {label} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}); "

@@ -154,10 +154,15 @@ class PseudoTargetConfig:
 
 def restorer_digest(restorer) -> str:
     """A content hash of a restorer's weights and settings (names the cache entries it made)."""
-    state = getattr(restorer, "state", None)
-    if state is None:
+    from ..restorers.fast import FastRestorer
+
+    # Only a trained CNN has weights to hash; a weight-free restorer (the
+    # classical one) is fully named by its name. Asked by type, not by
+    # probing for a ``state`` attribute, so a renamed method fails loudly
+    # instead of silently keying caches by name.
+    if not isinstance(restorer, FastRestorer):
         return f"name:{restorer.name}"
-    tensors, settings = state()
+    tensors, settings = restorer.state()
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for key in sorted(tensors):
         digest.update(key.encode())

@@ -134,7 +134,7 @@ def train_stage2(
         "config": asdict(config),
         "pivot_prompt": pivot_prompt,
         "unet_lora_digest": tensors_digest(unet_lora) if unet_lora else None,
-        "precleaner": getattr(precleaner, "name", None),
+        "precleaner": precleaner.name if precleaner is not None else None,
         "faces": int(len(faces)),
         **parts.provenance,
     }
