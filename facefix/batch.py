@@ -8,6 +8,14 @@ input: not the output folder when it sits inside an input folder, not files
 carrying the output suffix beside their sources, not a file an earlier run
 recorded as its output, not a subfolder holding another run's record (an
 earlier ``--output`` folder), and no temp or hidden file.
+
+Two sources that share a stem (``photo.png`` and ``photo.gif``: GIF is written
+as PNG) would get the same output. Each source whose extension is not the
+output's keeps its whole name in the output's (``photo.gif_restored.png``);
+the one whose extension is the output's keeps the plain name
+(``photo_restored.png``). The rule looks only at the colliding names, so a
+rerun plans the same targets (the resume record is keyed by them), and the
+plain name does not move when a same-stem file is added later.
 """
 
 from __future__ import annotations
@@ -126,13 +134,14 @@ def plan_jobs(
             jobs.append(Job(path, _target(path, output_dir, suffix, ext)))
         else:
             raise UsageError(f"{path} does not exist; check the path")
+    jobs = _separate_same_stems(jobs, suffix, ext)
     targets: dict[Path, Path] = {}
     for job in jobs:
         key = _real(job.target)
         if key in targets:
             raise UsageError(
                 f"{job.source} and {targets[key]} would both be written to {job.target}; "
-                "use --ext same or separate --output folders"
+                "restore them into separate --output folders, or rename one of them"
             )
         targets[key] = job.source
     for job in jobs:
@@ -148,7 +157,29 @@ def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-def _target(src: Path, folder: Path | None, suffix: str, ext: str) -> Path:
+def _target(src: Path, folder: Path | None, suffix: str, ext: str, keep_source_ext: bool = False) -> Path:
     if ext == "same" and src.suffix.lower() in _READ_ONLY_SUFFIXES:
         ext = "png"  # GIF is read (first frame) but not written
-    return output_path(src, output_dir=folder, suffix=suffix, ext=ext)
+    return output_path(src, output_dir=folder, suffix=suffix, ext=ext, keep_source_ext=keep_source_ext)
+
+
+def _separate_same_stems(jobs: list[Job], suffix: str, ext: str) -> list[Job]:
+    """Give sources that would share a target distinct targets (see the module doc).
+
+    Only a source whose extension differs from its target's is renamed; two
+    sources with the target's own extension (the same name in two folders
+    sent to one ``--output``) still collide, and plan_jobs refuses them.
+    """
+    groups: dict[Path, list[int]] = {}
+    for i, job in enumerate(jobs):
+        groups.setdefault(_real(job.target), []).append(i)
+    result = list(jobs)
+    for members in groups.values():
+        if len({_real(jobs[i].source) for i in members}) < 2:
+            continue  # one source (named twice): not a collision of names
+        for i in members:
+            job = jobs[i]
+            if job.source.suffix != job.target.suffix:
+                result[i] = Job(job.source, _target(job.source, job.target.parent, suffix, ext,
+                                                    keep_source_ext=True))
+    return result

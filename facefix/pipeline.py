@@ -288,8 +288,15 @@ class PhotoResult:
         return [{**base, **face.to_dict()} for face in self.faces] or [{**base, "face": None}]
 
 
-def output_path(source: Path, *, output_dir: Path | None, suffix: str, ext: str, alpha: bool = False) -> Path:
-    """Where the restored version of ``source`` goes; never the source itself."""
+def output_path(source: Path, *, output_dir: Path | None, suffix: str, ext: str, alpha: bool = False,
+                keep_source_ext: bool = False) -> Path:
+    """Where the restored version of ``source`` goes; never the source itself.
+
+    With ``keep_source_ext`` the whole source name is kept before the suffix
+    (``photo.gif`` → ``photo.gif_restored.png``): a folder run uses it when two
+    sources sharing a stem would otherwise get the same output (see
+    :func:`facefix.batch.plan_jobs`).
+    """
     if ext not in EXT_CHOICES:
         raise UsageError(f"--ext must be one of {', '.join(EXT_CHOICES)}, not {ext!r}")
     new_suffix = source.suffix if ext == "same" else f".{ext}"
@@ -297,7 +304,8 @@ def output_path(source: Path, *, output_dir: Path | None, suffix: str, ext: str,
         log.warning("%s has transparency, which JPEG cannot hold; writing PNG", source)
         new_suffix = ".png"
     folder = output_dir if output_dir is not None else source.parent
-    target = folder / f"{source.stem}{suffix}{new_suffix}"
+    base = source.name if keep_source_ext else source.stem
+    target = folder / f"{base}{suffix}{new_suffix}"
     if os.path.realpath(target) == os.path.realpath(source):  # realpath: no error on a symlink loop
         raise UsageError(
             f"the output for {source} would overwrite it; give --output DIR or a non-empty --suffix"

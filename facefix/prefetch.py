@@ -23,11 +23,13 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import shutil
 import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -36,6 +38,7 @@ from .errors import FacefixError
 from .faces import FaceAnalyzer
 from .matching import Gallery
 from .photos import Photo, read_photo
+from .photos.atomic import atomic_output
 from .pipeline import (
     Analysis,
     FaceRecord,
@@ -60,11 +63,14 @@ class Outcome:
     """What happened to one job.
 
     Attributes:
-        status: "restored", "skipped" (done by an earlier run), "failed" or
-            "cancelled" (the run was interrupted before it).
+        status: "restored", "no face" (nothing to restore: no file written,
+            or with --copy-unchanged the source copied), "skipped" (done by
+            an earlier run), "failed" or "cancelled" (the run was
+            interrupted before it).
         why: for "skipped" and "restored": the resume decision ("new", "photo changed", ...).
         error: for "failed": the message naming the file and the fix.
-        result: for "restored": the faces and files written.
+        result: for "restored" and "no face": the faces and files written
+            (for "no face" without a copy, ``output`` is None).
         seconds: time spent working on this photo (not waiting in queues).
         restore_seconds: of which, this photo's share of the restorer's time.
     """
@@ -145,6 +151,9 @@ class BatchRunner:
         settings: the settings key recorded with each finished job.
         force: redo jobs the record says are done.
         compare, save_faces: write side images too.
+        copy_unchanged: a photo with no face to restore still gets an output:
+            a byte copy when the output format is the source's, else the
+            photo converted (its pixels untouched, its metadata carried).
         max_inflight: photos read but not yet written, at most.
         max_pixels: decoded pixels in flight, at most (one photo always fits).
         batch_faces: faces per restorer call, gathered from several photos when ready.
@@ -163,6 +172,7 @@ class BatchRunner:
         force: bool = False,
         compare: bool = False,
         save_faces: bool = False,
+        copy_unchanged: bool = False,
         max_inflight: int = 4,
         max_pixels: int = 120_000_000,
         batch_faces: int = 16,
@@ -173,6 +183,7 @@ class BatchRunner:
         self.options, self.on_outcome = options, on_outcome
         self.state, self.settings, self.force = state, settings, force
         self.compare, self.save_faces = compare, save_faces
+        self.copy_unchanged = copy_unchanged
         self.batch_faces = batch_faces
         self.max_inflight = max_inflight
         self.budget = _PixelBudget(max_pixels)
@@ -243,7 +254,8 @@ class BatchRunner:
         item = _Item(job, "new")
         try:
             if self.state is not None:
-                decision = self.state.decide(job.source, job.target, self.settings, force=self.force)
+                decision = self.state.decide(job.source, job.target, self.settings, force=self.force,
+                                             copy_unchanged=self.copy_unchanged)
                 item.why = decision.why
                 if decision.action == "skip":
                     self._to_write.put(item)  # the writer reports it as skipped
@@ -363,6 +375,8 @@ class BatchRunner:
         if self.stop.is_set():
             return Outcome(job, "cancelled")
         start = time.perf_counter()
+        if not item.analysis.before:
+            return self._finish_no_face(item, start)
         try:
             restored = finish_image(item.rgb, item.analysis, item.after, item.names,
                                     options=self.options, grayscale=item.photo.is_grayscale)
@@ -380,6 +394,51 @@ class BatchRunner:
         result = PhotoResult(job.source, written, faces, seconds, extra)
         return Outcome(job, "restored", item.why, result=result, seconds=seconds,
                        restore_seconds=item.restore_seconds)
+
+    def _finish_no_face(self, item: _Item, start: float) -> Outcome:
+        """A photo with no face to restore: not re-encoded behind the user's back.
+
+        Nothing is written unless --copy-unchanged; either way the job is
+        recorded as done, so a rerun skips it.
+        """
+        job = item.job
+        faces = item.analysis.records  # faces found but not restored (too small, --faces), if any
+        written: Path | None = None
+        try:
+            if self.options.upscale > 1 or self.copy_unchanged:
+                # --upscale enlarges the whole photo: that is work asked for, faces or not.
+                if self.options.upscale == 1 and _same_format(job.source, job.target):
+                    written = _copy_bytes(job.source, job.target)
+                else:  # another format was asked for (or GIF, which is not written)
+                    restored = finish_image(item.rgb, item.analysis, [], [], options=self.options,
+                                            grayscale=item.photo.is_grayscale)
+                    written, _ = write_outputs(item.photo, item.rgb, restored, job.target)
+            seconds = item.seconds + time.perf_counter() - start
+            if self.state is not None:
+                self.state.record(job.source, job.target, self.settings, sha256=item.sha256,
+                                  source_stat=item.stat, faces=0, seconds=seconds,
+                                  written=written is not None)
+        except Exception as exc:  # noqa: BLE001
+            return Outcome(job, "failed", item.why, error=_message(exc, job),
+                           seconds=item.seconds + time.perf_counter() - start)
+        result = PhotoResult(job.source, written, tuple(faces), seconds)
+        return Outcome(job, "no face", item.why, result=result, seconds=seconds)
+
+
+_SAME_FORMAT = {".jpeg": ".jpg", ".tiff": ".tif"}
+
+
+def _same_format(source: Path, target: Path) -> bool:
+    """The target's extension names the source's format (so a byte copy is a valid file)."""
+    a, b = source.suffix.lower(), target.suffix.lower()
+    return _SAME_FORMAT.get(a, a) == _SAME_FORMAT.get(b, b)
+
+
+def _copy_bytes(source: Path, target: Path) -> Path:
+    """Copy ``source`` to ``target`` byte for byte, atomically (no partial file on a crash)."""
+    with atomic_output(target) as tmp:
+        shutil.copyfile(source, tmp)
+    return target
 
 
 def restored_faces(faces: Sequence[FaceRecord]) -> int:

@@ -10,15 +10,26 @@ and never half a line::
      "similarity": 0.93, "match": "matched", "restorer": "fast/alice", "skipped": null,
      "seconds": 0.18, "error": null}
 
-``status`` is ``restored``, ``skipped`` (done by an earlier run; see ``why``)
-or ``failed`` (``error`` names the file and the fix). ``similarity`` is the
+``status`` is ``restored``, ``no face`` (nothing to restore: ``output`` is
+null, or the copy ``--copy-unchanged`` wrote), ``skipped`` (done by an
+earlier run; see ``why``: ``done`` or ``done, no face``) or ``failed``
+(``error`` names the file and the fix).
+
+File names are bytes on Linux and need not be UTF-8. The report is UTF-8
+JSON, so a name that is not valid UTF-8 is written readable, each
+undecodable byte as the four characters ``\\xNN`` (``caf\\xe9.jpg``), and its
+exact bytes are given too, base64-encoded, in ``file_bytes`` (``output_bytes``
+for the output); those keys appear only for such names. To get the path
+back: ``base64.b64decode(r["file_bytes"])`` if present, else ``r["file"]``. ``similarity`` is the
 cosine similarity of the face's identity embedding to the chosen person (for
 a generic face: to the closest enrolled person); distance = 1 - similarity.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import threading
 from pathlib import Path
 from typing import IO
@@ -27,15 +38,49 @@ from .errors import UsageError
 from .prefetch import Outcome
 
 
+def printable(text: str) -> str:
+    """``text`` as valid Unicode: a surrogate-escaped byte (from a non-UTF-8
+    file name) becomes ``\\xNN``; everything else is unchanged."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+_PATH_KEYS = ("file", "output")
+
+
+def json_safe(record: dict) -> dict:
+    """A record that encodes as UTF-8 JSON, with non-UTF-8 names recoverable (see the module doc)."""
+    safe = {}
+    for key, value in record.items():
+        if isinstance(value, str):
+            safe[key] = printable(value)
+            if key in _PATH_KEYS and _not_utf8(value):
+                safe[f"{key}_bytes"] = base64.b64encode(os.fsencode(value)).decode("ascii")
+        else:
+            safe[key] = value
+    return safe
+
+
+def _not_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
 def outcome_records(outcome: Outcome) -> list[dict]:
     """The report lines of one job: its photo record, then one per face."""
     job, result = outcome.job, outcome.result
     faces = result.faces if result is not None else ()
     restored = [f for f in faces if f.skipped is None]
+    if result is not None:
+        output = None if result.output is None else str(result.output)
+    else:
+        output = None if outcome.status == "skipped" and outcome.why == "done, no face" else str(job.target)
     photo = {
         "record": "photo",
         "file": str(job.source),
-        "output": str(result.output if result is not None else job.target),
+        "output": output,
         "status": outcome.status,
         "why": outcome.why or None,
         "faces": len(restored),
@@ -48,7 +93,7 @@ def outcome_records(outcome: Outcome) -> list[dict]:
         records.append({"record": "face", "file": str(job.source), **face.to_dict(),
                         "seconds": round(per_face, 4) if face.skipped is None else 0.0,
                         "error": None})
-    return records
+    return [json_safe(r) for r in records]
 
 
 class ReportWriter:

@@ -10,7 +10,8 @@ more than the disk holds: at worst a finished photo is redone.
 A rerun skips a job when its row has the same settings key, the source still
 has the recorded content hash (its size and mtime are checked first, so an
 untouched file is not re-hashed), and the output still exists with the
-recorded size. Anything else — changed photo, changed settings, retrained
+recorded size (or, for a photo with no face to restore that was not
+copied, recorded with no output: ``output_size`` -1). Anything else — changed photo, changed settings, retrained
 model, deleted output — is redone.
 """
 
@@ -31,6 +32,22 @@ from .hashing import file_sha256
 
 STATE_NAME = ".facefix-runs.sqlite"
 SCHEMA_VERSION = 1
+#: ``output_size`` of a job finished without writing a file (a photo with no
+#: face to restore, no --copy-unchanged). An older facefix reads it as "output
+#: changed" and redoes the photo, so the schema version need not change.
+NO_OUTPUT = -1
+
+
+def _db_text(path: str) -> str | bytes:
+    """A path as SQLite can store it: text when it is valid UTF-8 (as every
+    earlier record holds it), else its raw file-system bytes (a BLOB), since a
+    name with a non-UTF-8 byte (surrogate-escaped in Python) cannot be encoded
+    as text and must still round-trip exactly."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -78,7 +95,7 @@ class RunState:
         self.path = Path(path)
         self.root = root.resolve() if root is not None else None
         if str(self.path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _check_writable(self.path)
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
@@ -115,12 +132,12 @@ class RunState:
             return cls(Path(":memory:"), root=root)
         return cls(path, root=root)
 
-    def _key(self, target: Path) -> str:
+    def _key(self, target: Path) -> str | bytes:
         full = Path(os.path.abspath(target))
         if self.root is not None:
             with contextlib.suppress(ValueError):
-                return full.relative_to(self.root).as_posix()
-        return str(full)
+                return _db_text(full.relative_to(self.root).as_posix())
+        return _db_text(str(full))
 
     def close(self) -> None:
         with self._lock:
@@ -131,10 +148,15 @@ class RunState:
         with self._lock:
             rows = self._db.execute("SELECT target FROM done").fetchall()
         base = self.root or Path("/")
-        return {(base / t).resolve() if not os.path.isabs(t) else Path(t).resolve() for (t,) in rows}
+        names = [os.fsdecode(t) for (t,) in rows]  # a BLOB: a non-UTF-8 name (see _db_text)
+        return {(base / t).resolve() if not os.path.isabs(t) else Path(t).resolve() for t in names}
 
-    def decide(self, source: Path, target: Path, settings: str, *, force: bool = False) -> Decision:
+    def decide(self, source: Path, target: Path, settings: str, *, force: bool = False,
+               copy_unchanged: bool = False) -> Decision:
         """Whether ``source`` → ``target`` under ``settings`` is already done.
+
+        A photo finished with no face to restore and no output is done (why
+        "done, no face") unless ``copy_unchanged`` now asks for its copy.
 
         Raises:
             OSError: the source cannot be stat'ed or read (the caller reports it).
@@ -150,19 +172,25 @@ class RunState:
         sha, size, mtime_ns, recorded_settings, output_size = row
         if recorded_settings != settings:
             return Decision("redo", "settings or models changed")
-        try:
-            if target.stat().st_size != output_size:
-                return Decision("redo", "output changed")
-        except OSError:
-            return Decision("redo", "output missing")
+        done = "done"
+        if output_size == NO_OUTPUT:
+            if copy_unchanged:
+                return Decision("redo", "--copy-unchanged")
+            done = "done, no face"
+        else:
+            try:
+                if target.stat().st_size != output_size:
+                    return Decision("redo", "output changed")
+            except OSError:
+                return Decision("redo", "output missing")
         st = source.stat()
         if (st.st_size, st.st_mtime_ns) == (size, mtime_ns):
-            return Decision("skip", "done", sha)
+            return Decision("skip", done, sha)
         current = file_sha256(source)
         if current != sha:
             return Decision("redo", "photo changed", current)
         self._touch(target, st)  # same bytes, new mtime: no need to hash it next time
-        return Decision("skip", "done", sha)
+        return Decision("skip", done, sha)
 
     def _touch(self, target: Path, st: os.stat_result) -> None:
         with self._lock:
@@ -172,13 +200,17 @@ class RunState:
 
     def record(self, source: Path, target: Path, settings: str, *, sha256: str,
                source_stat: os.stat_result, extras: tuple[Path, ...] = (), faces: int = 0,
-               seconds: float = 0.0) -> None:
-        """Remember a finished job; call only once its files are in place."""
-        output_size = target.stat().st_size
+               seconds: float = 0.0, written: bool = True) -> None:
+        """Remember a finished job; call only once its files are in place.
+
+        ``written=False``: the job rightly wrote nothing (a photo with no face
+        to restore); it is recorded as done with no output.
+        """
+        output_size = target.stat().st_size if written else NO_OUTPUT
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO done VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (self._key(target), str(Path(os.path.abspath(source))), sha256, source_stat.st_size,
+                (self._key(target), _db_text(str(Path(os.path.abspath(source)))), sha256, source_stat.st_size,
                  source_stat.st_mtime_ns, settings, output_size,
                  json.dumps([str(p) for p in extras]), faces, seconds, time.time()))
             self._db.commit()
@@ -188,6 +220,30 @@ class RunState:
         with self._lock:
             self._db.execute("DELETE FROM done WHERE target=?", (self._key(target),))
             self._db.commit()
+
+
+def _check_writable(path: Path) -> None:
+    """Raise one clear line when the record's folder cannot be made or written.
+
+    Checked before SQLite opens it: SQLite reports a folder it cannot write
+    as "unable to open database file", which reads like a damaged record.
+    """
+    folder = path.parent
+    # OUT/.facefix-runs.sqlite: the user's -o folder; else facefix's data folder.
+    what, fix = (("the output folder", "give -o a folder you can write to") if path.name == STATE_NAME
+                 else ("facefix's data folder", "set FACEFIX_HOME to a folder you can write to"))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{folder}: {what} cannot be created ({exc.strerror or exc}); {fix}, "
+                         "or create it first") from exc
+    if path.exists():
+        ok = os.access(path, os.R_OK | os.W_OK) and os.access(folder, os.W_OK | os.X_OK)
+    else:
+        ok = os.access(folder, os.W_OK | os.X_OK)
+    if not ok:
+        raise UsageError(f"{folder}: {what} is not writable; {fix}, or make it writable "
+                         f"(chmod u+w '{folder}')")
 
 
 def sweep_partials(targets: list[Path]) -> list[Path]:

@@ -227,5 +227,5 @@ def test_resume_continues_training(world):
 
 def test_unknown_person_is_one_clear_error(world):
     result = facefix("restore", world["root"] / "old.jpg", "--person", "bob", home=world["home"])
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error (README: exit status 2)
     assert "no profile named 'bob'" in result.stderr and "astro" in result.stderr

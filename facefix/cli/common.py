@@ -45,6 +45,19 @@ BackendOpt = Annotated[
 ]
 
 
+_CONTROL = {i: f"\\x{i:02x}" for i in range(32)} | {0x7f: "\\x7f", 0x0a: "\\n", 0x0d: "\\r", 0x09: "\\t"}
+
+
+def shown(name: object) -> str:
+    """A file name (or a message holding one) safe to print with rich: its
+    markup printed literally (``[rich]a.jpg`` is a legal name), control
+    characters escaped (a newline in a name must not start a new line), and
+    non-UTF-8 bytes shown as ``\\xNN`` (a surrogate-escaped byte cannot be
+    written to a UTF-8 stream)."""
+    text = str(name).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return escape(text.translate(_CONTROL))
+
+
 def debug_enabled() -> bool:
     """``FACEFIX_DEBUG=1``: show tracebacks instead of one-line errors."""
     import os

@@ -27,11 +27,11 @@ from ..matching import Gallery
 from ..pipeline import RestoreOptions
 from ..prefetch import BatchRunner, Outcome, restored_faces
 from ..profiles import GenericStore, ProfileStore
-from ..report import ReportWriter
+from ..report import ReportWriter, json_safe
 from ..restorers import loading
 from ..restorers.reference import FUSION_VERSION
 from ..runstate import RunState, settings_key, sweep_partials
-from .common import BackendOpt, DeviceOpt, JsonOpt, OutputOpt, PersonOpt, debug_enabled, err, out
+from .common import BackendOpt, DeviceOpt, JsonOpt, OutputOpt, PersonOpt, debug_enabled, err, out, shown
 from .main import app
 
 #: Up to this many photos, the per-face table is printed (on stdout) at the end;
@@ -81,6 +81,10 @@ def restore_command(
     devices: Annotated[str | None, typer.Option(
         "--devices", help="Spread restoration over these devices, one worker each: 'cuda:0,cuda:1'.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo photos an earlier run already finished.")] = False,
+    copy_unchanged: Annotated[bool, typer.Option(
+        "--copy-unchanged",
+        help="Also give photos with no face to restore an output: a byte copy (converted only when "
+             "--ext asks for another format). Default: no file for them.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be done, and do nothing.")] = False,
     report: Annotated[Path | None, typer.Option(
         "--report", help="Write a JSON Lines record per photo and per face to this file.")] = None,
@@ -99,25 +103,31 @@ def restore_command(
     if output is not None and output.exists() and not output.is_dir():
         raise UsageError(f"--output {output} is a file; give a folder")
     device_list = _parse_devices(devices) if devices else [device]
-    state = RunState.for_output(output, create=not dry_run)
+    # Nothing is created on disk until the run has something to do: the
+    # arguments are checked and the photos found first, reading an existing
+    # record (for the outputs never to take as inputs) without creating one.
+    store, generic = ProfileStore(), GenericStore()
+    if person != "auto":
+        _check_person(store, person)
+    state = RunState.for_output(output, create=False)
     try:
         jobs = plan_jobs(paths, output_dir=output, suffix=suffix, ext=ext, recursive=recursive,
                          include=include or (), exclude=exclude or (), known_outputs=state.targets())
         if not jobs:
             err.print("no photos found in the given paths")
             raise typer.Exit(1)
-        store, generic = ProfileStore(), GenericStore()
-        if person != "auto":
-            store.load(person)  # a clear error for an unknown name, before any work
+        if restorer is not None:
+            AdaptedStore().info(restorer)  # a clear error for an unknown name, before any work
+        if not dry_run and str(state.path) == ":memory:":  # work to do: now the record is made
+            state.close()
+            state = RunState.for_output(output, create=True)
         chosen, why = loading.choose_engine(engine, model_set, device=device_list[0])
         if why and not quiet:
             err.print(f"[yellow]note:[/yellow] {escape(why)}", highlight=False)
-        if restorer is not None:
-            AdaptedStore().info(restorer)  # a clear error for an unknown name, before any work
         settings = settings_key(_settings(options, chosen, model_set, steps, seed, tta, compare, save_faces,
                                           resolve_backend(backend), store, generic, restorer, references))
         if dry_run:
-            _dry_run(jobs, state, settings, force, json_out)
+            _dry_run(jobs, state, settings, force, json_out, copy_unchanged)
             return
         # 1. a killed earlier run may have left temp files beside its targets
         sweep_partials([j.target for j in jobs])
@@ -135,9 +145,20 @@ def restore_command(
                          for p, d in zip(providers, device_list)]
         # 3. run, reporting each photo as it finishes
         _run(jobs, analyzer, gallery, providers, options, state, settings, force, compare, save_faces,
-             report, quiet, json_out)
+             report, quiet, json_out, copy_unchanged)
     finally:
         state.close()
+
+
+def _check_person(store: ProfileStore, person: str) -> None:
+    """An unknown --person is a usage error (exit 2), raised before anything is created."""
+    try:
+        known = person in store.names()
+        store.load(person)
+    except ProfileError as exc:
+        if known:
+            raise  # enrolled but damaged: not a usage error; its message says the fix
+        raise UsageError(str(exc)) from exc
 
 
 def _parse_devices(text: str) -> list[str]:
@@ -171,28 +192,32 @@ def _settings(options, engine, model_set, steps, seed, tta, compare, save_faces,
             "references": FUSION_VERSION if references and engine == "fast" else None}
 
 
-def _dry_run(jobs: list[Job], state: RunState, settings: str, force: bool, json_out: bool) -> None:
+def _dry_run(jobs: list[Job], state: RunState, settings: str, force: bool, json_out: bool,
+             copy_unchanged: bool = False) -> None:
     counts = {"restore": 0, "redo": 0, "skip": 0}
     for job in jobs:
         try:
-            decision = state.decide(job.source, job.target, settings, force=force)
+            decision = state.decide(job.source, job.target, settings, force=force, copy_unchanged=copy_unchanged)
             action, why = decision.action, decision.why
         except OSError as exc:
             action, why = "restore", f"unreadable ({exc.strerror or exc})"
         counts[action] += 1
         if json_out:
-            out.print(json.dumps({"file": str(job.source), "output": str(job.target), "action": action,
-                                  "why": why}, ensure_ascii=False), highlight=False, soft_wrap=True)
+            # markup=False: a name like "[red]x.jpg" is data, printed as it is
+            out.print(json.dumps(json_safe({"file": str(job.source), "output": str(job.target),
+                                            "action": action, "why": why}), ensure_ascii=False),
+                      markup=False, highlight=False, soft_wrap=True)
         else:
-            out.print(f"{action}\t{job.source}\t{job.target}\t{why}", highlight=False, soft_wrap=True)
+            out.print(f"{action}\t{shown(job.source)}\t{shown(job.target)}\t{escape(why)}",
+                      highlight=False, soft_wrap=True)
     err.print(f"dry run: {counts['restore']} to restore, {counts['redo']} to redo, "
               f"{counts['skip']} already done; nothing written", highlight=False)
 
 
 def _run(jobs, analyzer, gallery, providers, options, state, settings, force, compare, save_faces,
-         report, quiet, json_out) -> None:
+         report, quiet, json_out, copy_unchanged=False) -> None:
     writer = ReportWriter(report) if report is not None else None
-    tally = {"restored": 0, "skipped": 0, "failed": 0, "faces": 0}
+    tally = {"restored": 0, "no face": 0, "skipped": 0, "failed": 0, "faces": 0}
     failures: list[str] = []
     rows: list[tuple] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -208,27 +233,29 @@ def _run(jobs, analyzer, gallery, providers, options, state, settings, force, co
         tally[outcome.status] += 1
         if writer is not None:
             writer.write(outcome)
+        if json_out:
+            for record in _json_records(outcome):
+                # markup=False: a name like "[red]x.jpg" is data, printed as it is
+                out.print(json.dumps(json_safe(record), ensure_ascii=False), markup=False, highlight=False,
+                          soft_wrap=True)
         if outcome.status == "failed":
             failures.append(outcome.error or str(outcome.job.source))
-            progress.console.print(f"[red]error:[/red] {escape(outcome.error or '')}", highlight=False)
+            progress.console.print(f"[red]error:[/red] {shown(outcome.error or '')}", highlight=False)
         elif outcome.result is not None:
             result = outcome.result
             tally["faces"] += restored_faces(result.faces)
-            if json_out:
-                for record in result.records():
-                    out.print(json.dumps(record, ensure_ascii=False), highlight=False, soft_wrap=True)
-            elif len(jobs) <= TABLE_LIMIT:
+            if not json_out and len(jobs) <= TABLE_LIMIT:
                 rows.append(result)
         progress.update(task, advance=1, faces=tally["faces"], failed=tally["failed"])
 
     runner = BatchRunner(analyzer=analyzer, gallery=gallery, providers=providers, options=options,
                          on_outcome=on_outcome, state=state, settings=settings, force=force,
-                         compare=compare, save_faces=save_faces)
+                         compare=compare, save_faces=save_faces, copy_unchanged=copy_unchanged)
     try:
         with progress:
             runner.run(jobs)
     except KeyboardInterrupt:
-        err.print(f"[yellow]interrupted[/yellow] after {sum(tally[k] for k in ('restored', 'skipped', 'failed'))}"
+        err.print(f"[yellow]interrupted[/yellow] after {sum(tally[k] for k in ('restored', 'no face', 'skipped', 'failed'))}"
                   f" of {len(jobs)} photos; finished photos are kept and recorded — "
                   "rerun the same command to do the rest", highlight=False)
         raise typer.Exit(130) from None
@@ -241,27 +268,48 @@ def _run(jobs, analyzer, gallery, providers, options, state, settings, force, co
         for result in rows:
             for f in result.faces:
                 sim = "" if f.similarity is None else f"{f.similarity:.3f}"
-                table.add_row(result.source.name, str(f.index), f.person or "generic", sim,
-                              f.restorer or "-", f.skipped or f.reason)
+                table.add_row(shown(result.source.name), str(f.index), escape(f.person or "generic"), sim,
+                              escape(f.restorer or "-"), escape(f.skipped or f.reason))
             if not result.faces:
-                table.add_row(result.source.name, "-", "", "", "", "no face found")
+                table.add_row(shown(result.source.name), "-", "", "", "", "no face found")
         out.print(table)
     if not quiet:
         if len(jobs) <= 20:
             for result in rows:
-                err.print(f"wrote {result.output}" + "".join(f", {p}" for p in result.extra), highlight=False)
+                if result.output is None:
+                    err.print(f"no face to restore in {shown(result.source)}; nothing written "
+                              "(--copy-unchanged writes a copy)", highlight=False)
+                else:
+                    err.print(f"wrote {shown(result.output)}" + "".join(f", {shown(p)}" for p in result.extra),
+                              highlight=False)
         _summary(tally, len(jobs), elapsed)
     if tally["failed"]:
         err.print(f"[red]{tally['failed']} of {len(jobs)} photos failed[/red]")
         if debug_enabled():
-            err.print("\n".join(failures), highlight=False)
+            err.print("\n".join(shown(f) for f in failures), highlight=False)
         raise typer.Exit(1)
 
 
+def _json_records(outcome: Outcome) -> list[dict]:
+    """``--json`` lines of one photo: one per face for a restored photo, else one
+    for the photo; every line says its photo's ``status``."""
+    job, result = outcome.job, outcome.result
+    if outcome.status == "restored" and result is not None:
+        return [{**r, "status": "restored"} for r in result.records()]
+    base = {"file": str(job.source), "face": None, "status": outcome.status}
+    if outcome.status == "no face":
+        output = result.output if result is not None else None
+        return [{**base, "output": None if output is None else str(output)}]
+    if outcome.status == "skipped":
+        no_output = outcome.why == "done, no face"
+        return [{**base, "output": None if no_output else str(job.target), "why": outcome.why}]
+    return [{**base, "output": None, "error": outcome.error}]
+
+
 def _summary(tally: dict, total: int, elapsed: float) -> None:
-    rate = tally["restored"] / elapsed * 60 if elapsed > 0 else 0.0
-    table = Table("photos", "restored", "already done", "failed", "faces restored", "time", "photos/min",
-                  title="facefix restore", title_justify="left")
-    table.add_row(str(total), str(tally["restored"]), str(tally["skipped"]), str(tally["failed"]),
-                  str(tally["faces"]), f"{elapsed:.1f} s", f"{rate:.1f}")
+    rate = (tally["restored"] + tally["no face"]) / elapsed * 60 if elapsed > 0 else 0.0
+    table = Table("photos", "restored", "no face", "already done", "failed", "faces restored", "time",
+                  "photos/min", title="facefix restore", title_justify="left")
+    table.add_row(str(total), str(tally["restored"]), str(tally["no face"]), str(tally["skipped"]),
+                  str(tally["failed"]), str(tally["faces"]), f"{elapsed:.1f} s", f"{rate:.1f}")
     err.print(table)
