@@ -188,3 +188,12 @@ def test_gradient_checkpointing_auto_is_off_where_memory_is_not_short():
     assert checkpointing_for(False, torch.device("cpu")) is False
     with pytest.raises(ValueError, match="gradient_checkpointing"):
         checkpointing_for("sometimes", torch.device("cpu"))
+
+
+def test_no_surviving_painted_face_still_stacks_with_the_references():
+    """Alignment can drop every painted face; the empty set must take the references' size."""
+    from facefix.tuning.dual_pivot import _resize
+
+    empty = _resize(np.zeros((0, 32, 32, 3), np.float32), 512)
+    assert empty.shape == (0, 512, 512, 3)
+    assert np.concatenate([np.zeros((2, 512, 512, 3), np.float32), empty]).shape == (2, 512, 512, 3)

@@ -146,7 +146,10 @@ def run_dual_pivot(
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
-    if len(images) == 0 or images.shape[1] == size:
+    if len(images) == 0:
+        # an empty set still has to stack with faces of ``size`` (alignment may drop every painted face)
+        return np.zeros((0, size, size, images.shape[3] if images.ndim == 4 else 3), np.float32)
+    if images.shape[1] == size:
         return images
     import torch
     import torch.nn.functional as F
