@@ -35,17 +35,23 @@ def tiny_set(tmp_path_factory) -> Path:
     return save_tiny_model_set(tmp_path_factory.mktemp("tiny_set"))
 
 
-@pytest.fixture
-def hub_set(tiny_set, tmp_path, monkeypatch) -> ModelSet:
-    """The tiny set pulled from the faithful fake hub (tests/fake_hub.py): real cache layout and file-list cache."""
+def _online_fake_hub(tiny_set, tmp_path, monkeypatch, guide_repo: str, *, commit: str, **formats) -> FakeHub:
+    """The tiny base and a guide in the given formats on the faithful fake hub, reachable (pull needs it)."""
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("FACEFIX_HOME", str(tmp_path / "home"))
     for name in ("FACEFIX_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        monkeypatch.delenv(name, raising=False)  # pull needs the (fake) network
+        monkeypatch.delenv(name, raising=False)
     hub = FakeHub()
     hub.add("org/tiny-base", sd15_like_base(tiny_set / "base"), commit="a" * 40)
-    hub.add("org/tiny-guide", controlnet_like_guide(tiny_set / "guide", safetensors=True, pickle=False), commit="b" * 40)
+    hub.add(guide_repo, controlnet_like_guide(tiny_set / "guide", **formats), commit=commit)
     hub.install(monkeypatch)
+    return hub
+
+
+@pytest.fixture
+def hub_set(tiny_set, tmp_path, monkeypatch) -> ModelSet:
+    """The tiny set pulled from the faithful fake hub (tests/fake_hub.py): real cache layout and file-list cache."""
+    _online_fake_hub(tiny_set, tmp_path, monkeypatch, "org/tiny-guide", commit="b" * 40, safetensors=True, pickle=False)
     model_set = ModelSet(name="hubtiny", base="org/tiny-base", guide="org/tiny-guide", variant="fp16")
     pull(model_set)
     # From here on nothing may touch the network.
@@ -137,15 +143,9 @@ def test_verify_of_a_local_set_uses_its_recorded_manifest(tiny_set, tmp_path):
 def test_pickle_only_guide_is_converted_once_to_safetensors(tiny_set, tmp_path, monkeypatch):
     from diffusers import ControlNetModel
 
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("FACEFIX_HOME", str(tmp_path / "home"))
-    for name in ("FACEFIX_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        monkeypatch.delenv(name, raising=False)  # pull needs the (fake) network
-    hub = FakeHub()
-    hub.add("org/tiny-base", sd15_like_base(tiny_set / "base"), commit="a" * 40)
     # As lllyasviel/control_v11f1e_sd15_tile is today: a pickle, no safetensors.
-    hub.add("org/pickled-guide", controlnet_like_guide(tiny_set / "guide", safetensors=False, pickle=True), commit="c" * 40)
-    hub.install(monkeypatch)
+    _online_fake_hub(tiny_set, tmp_path, monkeypatch, "org/pickled-guide", commit="c" * 40, safetensors=False,
+                     pickle=True)
     model_set = ModelSet(name="pickled", base="org/tiny-base", guide="org/pickled-guide", variant="fp16")
     paths = pull(model_set, convert=False)
     assert (paths.guide_dir / "diffusion_pytorch_model.bin").exists()
