@@ -160,3 +160,18 @@ def test_fuse_keeps_a_gray_face_gray(astronaut):
               for r, p in zip(refs[:2], aligned_landmarks68(refs[:2]))]
     out, _ = fuse(bad, points, warped, FusionSettings(), blur=6.0)
     assert np.abs(out[..., 0] - out[..., 1]).max() < 1e-5 and np.abs(out[..., 1] - out[..., 2]).max() < 1e-5
+
+
+def test_two_restore_threads_give_what_one_gives(astronaut):
+    """Folder runs restore on several threads (``--devices cpu,cpu``): the landmark predictor
+    and the optical flow must not be shared between them (a shared one crashed a run)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    clean, refs = astronaut
+    faces = [degrade_fixed(clean, sigma=s, scale=2.0, noise=0.0, jpeg=None, seed=0) for s in (3.0, 4.0, 5.0, 6.0)]
+    restorer = ReferenceRestorer(Identity(), GuideSet.from_crops(refs[:3], "astro"))
+    alone = [restorer.restore_one(f)[0] for f in faces]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda f: restorer.restore_one(f)[0], faces * 2))
+    for i, out in enumerate(together):
+        np.testing.assert_array_equal(out, alone[i % len(faces)])

@@ -13,7 +13,7 @@ eyes 36-41 / 42-47, outer lips 48-59, inner lips 60-67.
 
 from __future__ import annotations
 
-import functools
+import threading
 
 import cv2
 import numpy as np
@@ -33,14 +33,25 @@ OUTER_LIPS = slice(48, 60)
 INNER_LIPS = slice(60, 68)
 
 
-@functools.lru_cache(maxsize=1)
-def _predictor():
-    import dlib
+class _PerThread(threading.local):
+    def __init__(self) -> None:
+        self.predictor = None  # made on first use in each thread
 
-    folder = models_dir()
-    if folder is None or not (folder / PREDICTOR).is_file():
-        raise FaceError(f"dlib's {PREDICTOR} is missing; fix: pip install face-recognition-models")
-    return dlib.shape_predictor(str(folder / PREDICTOR))
+
+_LOCAL = _PerThread()
+
+
+def _predictor():
+    """This thread's predictor: folder runs restore on several threads, and one shared
+    native predictor is not something to call from two of them at once."""
+    if _LOCAL.predictor is None:
+        import dlib
+
+        folder = models_dir()
+        if folder is None or not (folder / PREDICTOR).is_file():
+            raise FaceError(f"dlib's {PREDICTOR} is missing; fix: pip install face-recognition-models")
+        _LOCAL.predictor = dlib.shape_predictor(str(folder / PREDICTOR))
+    return _LOCAL.predictor
 
 
 def aligned_landmarks68(crops: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ a dense optical-flow correction brings a reference onto the face:
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import cv2
@@ -151,14 +152,20 @@ def _normalised(y: np.ndarray, sigma: float) -> np.ndarray:
     return np.clip(z * 40 + 128, 0, 255).astype(np.uint8)
 
 
-_FLOW = None
+class _PerThread(threading.local):
+    def __init__(self) -> None:
+        self.flow = None  # made on first use in each thread
+
+
+_LOCAL = _PerThread()
 
 
 def _flow_engine():
-    global _FLOW
-    if _FLOW is None:
-        _FLOW = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    return _FLOW
+    """This thread's DIS optical flow: an OpenCV algorithm object keeps its buffers between
+    calls, so two restore workers (``--devices cpu,cpu``) must not share one (it crashed)."""
+    if _LOCAL.flow is None:
+        _LOCAL.flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    return _LOCAL.flow
 
 
 def warp_guide(guide: np.ndarray, guide_points: np.ndarray, face_luma: np.ndarray, face_points: np.ndarray,
