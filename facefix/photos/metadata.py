@@ -155,6 +155,12 @@ def icc_color_space(icc: bytes | None) -> str | None:
     return icc[16:20].decode("ascii", "replace").strip()
 
 
+def icc_label(icc: bytes | None) -> str:
+    """How to name a profile in a message: its colour space, or that it cannot be read."""
+    space = icc_color_space(icc)
+    return space if space else f"unreadable ({len(icc or b'')}-byte)"
+
+
 def icc_fits(icc: bytes | None, channels: int) -> bool:
     """Whether an ICC profile describes pixels with this many colour channels."""
     space = icc_color_space(icc)

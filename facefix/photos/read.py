@@ -195,7 +195,7 @@ def _cmyk_to_rgb(path: Path, im: Image.Image,
                            "converting CMYK to RGB without it", path, exc)
     elif icc:
         logger.warning("%s: CMYK photo with a %s ICC profile; converting without it",
-                       path, md.icc_color_space(icc))
+                       path, md.icc_label(icc))
     # No usable profile: the naive conversion (R = 255 - C - K, ...), then no
     # profile is claimed for the result.
     return im.convert("RGB"), None

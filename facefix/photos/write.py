@@ -203,7 +203,7 @@ def write_photo(photo: Photo, path: Path | str, *, format: str | None = None,
     carried = {"exif": meta.exif, "icc": meta.icc, "xmp": meta.xmp, "dpi": meta.dpi}
     if carried["icc"] and not md.icc_fits(carried["icc"], channels):
         logger.warning("%s: the %s ICC profile does not fit %s pixels; not written", path,
-                       md.icc_color_space(carried["icc"]), "gray" if channels <= 2 else "RGB")
+                       md.icc_label(carried["icc"]), "gray" if channels <= 2 else "RGB")
         carried["icc"] = None
     dropped = sorted(k for k, v in carried.items() if v and k not in _CARRIES[fmt])
     if dropped:
