@@ -27,8 +27,8 @@ def doctor_command(*, json_out: JsonOpt = False) -> None:
     table.add_row("facefix", info["facefix"])
     table.add_row("python", f"{info['python']} ({info['platform']})")
     table.add_row("torch", f"{info['torch']} — device [bold]{info['device']}[/bold], {info['cpu_threads']} CPU threads")
-    cuda = ", ".join(info["cuda_devices"]) if info["cuda_devices"] else "no CUDA device"
-    table.add_row("CUDA", f"{_yes(info['cuda_available'])} {cuda}")
+    devices = ", ".join(info["cuda_devices"])
+    table.add_row("CUDA", _yes(info["cuda_available"]) + (f" — {devices}" if devices else ""))
     xf = info["xformers"]
     table.add_row("xformers", _yes(xf.get("installed", False) and "error" not in xf) + " " + (xf.get("version") or xf.get("note") or xf.get("error", "")))
     for backend in info["face_backends"]:

@@ -175,6 +175,10 @@ def _train(name: str, store: ProfileStore, *, budget_s: float, resume: bool, dev
                                device=device, on_stage=on_stage, on_step=on_step)
     for r in results:
         trend = "" if r.first_loss is None else f", loss {r.first_loss:.4f} → {r.last_loss:.4f}"
+        if r.first_loss is not None and r.last_loss > r.first_loss:
+            # not a failure: every batch is a new random degradation, and a model that
+            # continues (the generic one) starts where the loss is already low
+            trend += " (batches are freshly degraded, so the loss can end higher; see 'facefix eval')"
         err.print(f"{r.stage}: {r.steps} steps in {r.seconds:.0f} s{trend}")
     if any(r.interrupted for r in results):
         err.print(f"[yellow]interrupted:[/yellow] the last good weights are saved; continue with "
