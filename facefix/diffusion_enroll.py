@@ -9,7 +9,8 @@ must exist first):
 3. generic faces for stage 2: other enrolled people's references, an optional
    folder of aligned crops, topped up with portraits painted once by the base
    model and aligned like every reference;
-4. :func:`facefix.tuning.dual_pivot.run_dual_pivot` with the fast restorer's
+4. :func:`facefix.tuning.dual_pivot.run_dual_pivot` (which paints stage 1's
+   class images from its class prompt, cached apart) with the fast restorer's
    degradation model and pre-cleaner, checkpointing into
    ``store.work_dir(name, "diffusion/<set key>")``;
 5. both artifacts committed together (one manifest update), the work

@@ -167,6 +167,76 @@ def test_generic_faces_are_painted_once_and_cached(parts, tmp_path):
     np.testing.assert_allclose(again, first, atol=1 / 255)
 
 
+def test_class_images_are_painted_from_the_class_prompt_stage1_trains_them_under(parts, references, tmp_path, monkeypatch):
+    """DreamBooth prior preservation: class images are the base model's answer to the class prompt itself.
+
+    Painting them from the portrait prompts (as generic faces are) and training
+    them under the class prompt would shift the class prior, not preserve it.
+    """
+    from facefix.paths import cache_dir
+    from facefix.tuning import dual_pivot, generic_faces
+
+    painted, trained = [], []
+    real_generate, real_train = generic_faces.generate_images, dual_pivot.train_stage1
+
+    def generate_spy(parts, prompts, **kwargs):
+        painted.append((list(prompts), kwargs))
+        return real_generate(parts, prompts, **kwargs)
+
+    def train_spy(parts, references, config, *, class_images=None, **kwargs):
+        trained.append((config.class_prompt, None if class_images is None else len(class_images)))
+        return real_train(parts, references, config, class_images=class_images, **kwargs)
+
+    monkeypatch.setattr(generic_faces, "generate_images", generate_spy)
+    monkeypatch.setattr(dual_pivot, "train_stage1", train_spy)
+    config = DualPivotConfig(
+        stage1=Stage1Config(class_noun="man", steps=1), stage2=Stage2Config(steps=1), class_images=3,
+        generic_faces=3, generation_steps=2,
+    )  # fmt: skip
+    run_dual_pivot(
+        parts, references, degrade=degrade, precleaner=BlurRestorer(), generic_faces=smooth_faces(3, 64, seed=4),
+        config=config, work_dir=tmp_path / "work",
+    )  # fmt: skip
+    assert trained == [("a photo of a man", 3)]
+    assert [prompt for prompts, _ in painted for prompt in prompts] == ["a photo of a man"] * 3
+    # DreamBooth's reference script paints them with the pipeline's defaults: CFG 7.5, no negative prompt.
+    assert all(kw.get("guidance_scale") == 7.5 and kw.get("negative_prompt") == "" for _, kw in painted)
+
+    from facefix.tuning.generic_faces import cached_class_images, class_images_key
+
+    # Cached apart from stage 2's generic faces ...
+    folders = [p.parent for p in cache_dir().rglob("0000.png")]
+    assert len(folders) == 1 and (cache_dir() / "generated" / "class-images") in folders[0].parents
+    # ... read back, not painted again, for the same prompt and model set ...
+    painted.clear()
+    again = cached_class_images(parts, "a photo of a man", 3, steps=2)
+    assert painted == [] and again.shape == (3, 32, 32, 3)
+    assert not np.allclose(again[0], again[1])  # one prompt, different noise
+    # ... and keyed by the class prompt and the model set: a change of either paints a new set.
+    key = class_images_key(parts, "a photo of a man", steps=2)
+    assert class_images_key(parts, "a photo of a woman", steps=2) != key
+    other_set = type("Parts", (), {"provenance": {**parts.provenance, "base_revision": "other"}})()
+    assert class_images_key(other_set, "a photo of a man", steps=2) != key
+    cached_class_images(parts, "a photo of a woman", 1, steps=2)
+    assert [prompts for prompts, _ in painted] == [["a photo of a woman"]]
+    # A cache folder given by hand that holds another prompt's images is painted again.
+    painted.clear()
+    cached_class_images(parts, "a photo of a man", 1, steps=2, directory=tmp_path / "own")
+    cached_class_images(parts, "a photo of a woman", 1, steps=2, directory=tmp_path / "own")
+    assert [prompts for prompts, _ in painted] == [["a photo of a man"], ["a photo of a woman"]]
+
+
+def test_topping_up_a_cache_paints_the_images_a_full_run_would(parts, tmp_path):
+    """Noise comes from each image's index in the cache: one prompt, topped up, never repeats an image."""
+    from facefix.tuning.generic_faces import cached_class_images
+
+    cached_class_images(parts, "a photo of a person", 2, steps=2, directory=tmp_path / "topped")
+    topped = cached_class_images(parts, "a photo of a person", 3, steps=2, directory=tmp_path / "topped")
+    full = cached_class_images(parts, "a photo of a person", 3, steps=2, directory=tmp_path / "full")
+    np.testing.assert_allclose(topped, full, atol=1 / 255)
+    assert not np.allclose(topped[2], topped[0]) and not np.allclose(topped[2], topped[1])
+
+
 def test_run_dual_pivot_returns_both_artifacts(parts, references, tmp_path):
     config = DualPivotConfig(stage1=Stage1Config(steps=3), stage2=Stage2Config(steps=3), class_images=0, generic_faces=3)
     reports = []

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..restorers.base import Restorer
 from . import common
-from .generic_faces import cached_generic_faces
+from .generic_faces import cached_class_images, cached_generic_faces
 from .stage1 import Stage1Config, train_stage1
 from .stage2 import Degrade, Stage2Config, train_stage2
 
@@ -45,9 +45,9 @@ class DualPivotConfig:
         stage1: stage-1 settings.
         stage2: stage-2 settings.
         class_images: prior-preservation images to paint once with the base
-            model (0: no prior preservation).
+            model from stage 1's class prompt (0: no prior preservation).
         generic_faces: generic faces to paint once for stage 2 when fewer are given.
-        generation_steps: sampler steps for painting them.
+        generation_steps: sampler steps for painting both.
     """
 
     stage1: Stage1Config = field(default_factory=Stage1Config)
@@ -90,7 +90,8 @@ def run_dual_pivot(
         generic_faces: aligned generic faces (other enrolled people's
             references, a user folder); topped up with painted ones to
             ``config.generic_faces``.
-        class_images: prior-preservation images; None paints ``config.class_images``.
+        class_images: prior-preservation images; None paints ``config.class_images``
+            from ``config.stage1.class_prompt``, the prompt stage 1 trains them under.
         config: settings.
         work_dir: checkpoints (``stage1/``, ``stage2/``) and nothing else.
         align: turns a painted portrait into an aligned crop (None drops it);
@@ -107,10 +108,14 @@ def run_dual_pivot(
         return (lambda done, total: progress(GenerationProgress(stage, done, total))) if progress else None
 
     # Generic data first: it needs the base UNet without the person's LoRA.
+    # Class images are the base model's answer to the very prompt stage 1
+    # trains them under (DreamBooth); anything else would shift that prompt's
+    # prior instead of preserving it.
     if class_images is None and config.class_images > 0 and config.stage1.prior_weight > 0:
-        class_images = cached_generic_faces(
-            parts, config.class_images, seed=1, progress=painting("class images"), steps=config.generation_steps
-        )
+        class_images = cached_class_images(
+            parts, config.stage1.class_prompt, config.class_images, seed=1, steps=config.generation_steps,
+            progress=painting("class images"),
+        )  # fmt: skip
     have = 0 if generic_faces is None else len(generic_faces)
     if have < config.generic_faces:
         painted = cached_generic_faces(

@@ -112,8 +112,10 @@ def train_stage1(
         references: aligned faces (N, H, W, 3) float32 in [0, 1]; resized to
             the model's resolution.
         config: stage settings.
-        class_images: prior-preservation images (M, H, W, 3) in [0, 1], made
-            by the base model (see :mod:`facefix.tuning.generic_faces`).
+        class_images: prior-preservation images (M, H, W, 3) in [0, 1], painted
+            by the base model from exactly ``config.class_prompt``, the prompt
+            they are trained under here
+            (:func:`facefix.tuning.generic_faces.cached_class_images`).
         work_dir: where checkpoints go (``ProfileStore.work_dir``); None: no checkpoints.
         progress: called after every step with a :class:`~facefix.tuning.common.TrainProgress`.
     """
