@@ -178,7 +178,7 @@ def test_folder_run_resumes_redoes_changed_and_forces(home, tmp_path):
     assert again.returncode == 0, again.stderr
     assert {w: (out / w).stat().st_mtime_ns for w in written} == mtimes, "nothing redone"
     assert [p["status"] for p in report_lines(tmp_path / "r.jsonl")] == ["skipped"] * 4
-    assert "already done" in again.stderr
+    assert "already done" in again.stderr and "--force redoes them" in again.stderr
 
     small_photos(tmp_path / "new", 1, seed=9)[0].replace(album / "astronaut_01.jpg")  # a changed photo
     changed = run()
@@ -187,6 +187,10 @@ def test_folder_run_resumes_redoes_changed_and_forces(home, tmp_path):
                 for p in report_lines(tmp_path / "r.jsonl") if p["record"] == "photo"}
     assert statuses["astronaut_01.jpg"] == ("restored", "photo changed")
     assert sum(s == "skipped" for s, _ in statuses.values()) == 3
+
+    quiet = run("-q", "--force", "--include", "astronaut_00.jpg")  # --quiet: errors only, no table
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout == "" and quiet.stderr == ""
 
     dry = facefix("restore", album, "-r", "-o", out, "--dry-run", "--force", "--json", home=home)
     assert dry.returncode == 0 and {json.loads(x)["action"] for x in dry.stdout.splitlines()} == {"restore"}

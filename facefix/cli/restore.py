@@ -263,7 +263,7 @@ def _run(jobs, analyzer, gallery, providers, options, state, settings, force, co
         if writer is not None:
             writer.close()
     elapsed = time.perf_counter() - start
-    if not json_out and rows:
+    if not json_out and not quiet and rows:
         table = Table("photo", "face", "person", "similarity", "restorer", "note")
         for result in rows:
             for f in result.faces:
@@ -283,6 +283,9 @@ def _run(jobs, analyzer, gallery, providers, options, state, settings, force, co
                     err.print(f"wrote {shown(result.output)}" + "".join(f", {shown(p)}" for p in result.extra),
                               highlight=False)
         _summary(tally, len(jobs), elapsed)
+        if tally["skipped"] == len(jobs):
+            err.print(f"all {len(jobs)} photo(s) were done by an earlier run with the same settings; nothing "
+                      "was written (--force redoes them)", highlight=False)
     if tally["failed"]:
         err.print(f"[red]{tally['failed']} of {len(jobs)} photos failed[/red]")
         if debug_enabled():
