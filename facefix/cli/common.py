@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.console import Console
+from rich.markup import escape
+
+from ..report import printable
 
 #: Data (JSON, tables meant to be piped) goes to stdout ...
 out = Console(soft_wrap=True)
@@ -54,8 +56,7 @@ def shown(name: object) -> str:
     characters escaped (a newline in a name must not start a new line), and
     non-UTF-8 bytes shown as ``\\xNN`` (a surrogate-escaped byte cannot be
     written to a UTF-8 stream)."""
-    text = str(name).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return escape(text.translate(_CONTROL))
+    return escape(printable(str(name)).translate(_CONTROL))
 
 
 def debug_enabled() -> bool:

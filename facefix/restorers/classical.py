@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..degrade import to_luma
 from .base import check_crops
 
 #: Name shown to users and in reports.
@@ -72,11 +73,6 @@ class ClassicalConfig:
     rl_iterations: int = 8
     clamp_radius: float = 0.5
     clamp_margin: float = 2.0
-
-
-def _luma(img: np.ndarray) -> np.ndarray:
-    """BT.601 luma (as :func:`facefix.degrade.to_luma`), float32."""
-    return (img[..., 0] * 0.299 + img[..., 1] * 0.587 + img[..., 2] * 0.114).astype(np.float32)
 
 
 def _gradient(y: np.ndarray) -> np.ndarray:
@@ -169,13 +165,13 @@ class ClassicalRestorer:
         """Steps 1-3: measure the blur, shrink to where the detail is, non-local means, enlarge back."""
         cfg = self.config
         h, w = crop.shape[:2]
-        sigma_in = estimate_blur(_luma(crop), probe_sigma=cfg.probe_sigma, percentile=cfg.edge_percentile)
+        sigma_in = estimate_blur(to_luma(crop), probe_sigma=cfg.probe_sigma, percentile=cfg.edge_percentile)
         # 2. shrink to where the detail is (never enlarge)
         shrink = float(np.clip(sigma_in / cfg.detail_px, 1.0, cfg.max_shrink))
         sw, sh = max(16, round(w / shrink)), max(16, round(h / shrink))
         small = cv2.resize(crop, (sw, sh), interpolation=cv2.INTER_AREA) if (sw, sh) != (w, h) else crop
         # 3. denoise where noise and blocks are fine-grained again
-        noise = estimate_noise(_luma(small)) * 255.0
+        noise = estimate_noise(to_luma(small)) * 255.0
         h_luma = max(cfg.nlm_floor, cfg.nlm_luma * noise)
         h_chroma = max(cfg.nlm_floor, cfg.nlm_chroma * noise)
         u8 = np.clip(small * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -190,7 +186,7 @@ class ClassicalRestorer:
     def deblur_one(self, den: np.ndarray) -> np.ndarray:
         """Step 4: Richardson–Lucy on luma with the measured blur, held within the local min/max."""
         cfg = self.config
-        y = _luma(den)
+        y = to_luma(den)
         psf = cfg.rl_share * estimate_blur(y, probe_sigma=cfg.probe_sigma, percentile=cfg.edge_percentile)
         if psf < cfg.rl_min_sigma:
             return den

@@ -8,7 +8,7 @@ a dense optical-flow correction brings a reference onto the face:
    from 68 landmarks, in units of the face's own size;
 2. :func:`rank_guides` -- references ordered by how close their landmarks
    and expression are to the face's;
-3. :func:`warp_guide` -- thin-plate spline from the reference's landmarks to
+3. :func:`landmark_map` and :func:`warp_guide` -- thin-plate spline from the reference's landmarks to
    the face's, then DIS optical flow between blurred, contrast-normalised
    brightness images, composed into one remap.
 """
@@ -109,7 +109,7 @@ def rank_guides(points: np.ndarray, guides: GuideSet) -> tuple[np.ndarray, np.nd
 # --------------------------------------------------------------------------- warping
 
 
-def _tps_map(src: np.ndarray, dst: np.ndarray, size: int, grid: int = 64, reg: float = 1e-3) -> np.ndarray:
+def landmark_map(src: np.ndarray, dst: np.ndarray, size: int, grid: int = 64, reg: float = 1e-3) -> np.ndarray:
     """Backward map (size, size, 2) sending each face pixel to where it lies in the reference.
 
     A thin-plate spline fitted from the face's points (dst) to the reference's
@@ -168,13 +168,15 @@ def _flow_engine():
     return _LOCAL.flow
 
 
-def warp_guide(guide: np.ndarray, guide_points: np.ndarray, face_luma: np.ndarray, face_points: np.ndarray,
+def warp_guide(guide: np.ndarray, base: np.ndarray, face_luma: np.ndarray,
                *, blur: float, flow: bool = True, max_shift: float = 0.025) -> np.ndarray:
     """Warp one reference onto a face.
 
     Args:
         guide: float32 (S, S, 3) reference crop.
-        guide_points, face_points: (68, 2) landmarks of the reference and of the face, in S-px coordinates.
+        base: the landmark warp from the face to the reference, :func:`landmark_map` of
+            their (68, 2) landmarks (made once per reference and face, used for both the
+            rough and the refined warp).
         face_luma: float32 (S, S) brightness of the (pre-cleaned) face.
         blur: the face's blur (Gaussian sigma in S-px): the flow is computed at that scale, and
             smoothed over a few times it, since finer misalignments cannot be seen in the face.
@@ -186,7 +188,6 @@ def warp_guide(guide: np.ndarray, guide_points: np.ndarray, face_luma: np.ndarra
         float32 (S, S, 3) the reference warped onto the face.
     """
     size = guide.shape[0]
-    base = _tps_map(guide_points, face_points, size)
     warped = cv2.remap(guide, base[..., 0], base[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     if not flow:
         return warped

@@ -35,9 +35,9 @@ import cv2
 import numpy as np
 
 from ..degrade import to_luma
-from ..faces.landmarks import aligned_landmarks68, face_region_mask
+from ..faces.landmarks import LEFT_EYE, OUTER_LIPS, RIGHT_EYE, aligned_landmarks68, face_region_mask
 from .base import Restorer, check_crops
-from .guides import GuideSet, rank_guides, warp_guide
+from .guides import GuideSet, landmark_map, rank_guides, warp_guide
 
 log = logging.getLogger(__name__)
 
@@ -180,13 +180,12 @@ def _region_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float
 
 def feature_masks(points: np.ndarray, size: int) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
     """Soft masks of each eye and of the mouth (each feature's hull, grown by half its width)."""
-    from ..faces.landmarks import LEFT_EYE, OUTER_LIPS, RIGHT_EYE
 
     def grown(group_points: np.ndarray) -> np.ndarray:
         mask = np.zeros((size, size), np.float32)
         centre = group_points.mean(0)
         width = np.ptp(group_points[:, 0]) + 1e-3
-        pts = centre + (group_points - centre) * 1.0 + np.sign(group_points - centre) * 0.25 * width
+        pts = group_points + np.sign(group_points - centre) * 0.25 * width
         cv2.fillConvexPoly(mask, np.round(cv2.convexHull(pts.astype(np.float32))).astype(np.int32), 1.0)
         return cv2.GaussianBlur(mask, (0, 0), max(0.5, 0.15 * width))
 
@@ -195,7 +194,7 @@ def feature_masks(points: np.ndarray, size: int) -> tuple[tuple[np.ndarray, np.n
 
 
 def fuse(face: np.ndarray, points: np.ndarray, warped: list[np.ndarray], settings: FusionSettings,
-         blur: float | None = None) -> tuple[np.ndarray, dict]:
+         blur: float | None = None, region: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Put the warped references' detail into a pre-cleaned face where they agree with it.
 
     Args:
@@ -204,13 +203,15 @@ def fuse(face: np.ndarray, points: np.ndarray, warped: list[np.ndarray], setting
         warped: references warped onto it (float32 (S, S, 3) each), best first.
         settings: see :class:`FusionSettings`.
         blur: the face's blur (512-px sigma); estimated when None.
+        region: :func:`facefix.faces.landmarks.face_region_mask` of ``points`` (made when None).
 
     Returns:
         The restored face and what was decided (``blur``, ``trust``: mean trust in the face region).
     """
     size = face.shape[0]
     k = size / 512.0
-    region = face_region_mask(points, size)
+    if region is None:
+        region = face_region_mask(points, size)
     y = to_luma(face)
     detail_region = region if settings.head_grow <= 1 else face_region_mask(points, size, grow=settings.head_grow,
                                                                               feather=0.06, forehead=0.6)
@@ -315,38 +316,39 @@ class ReferenceRestorer:
         self.guides = guides
         self.settings = settings or FusionSettings()
         self.name = name or f"{base.name}+refs"
-        self.last_info: list[dict] = []
 
     def restore(self, crops: np.ndarray) -> np.ndarray:
+        # No per-call state is kept: restore workers on several threads share one restorer.
         crops = check_crops(crops)
         cleaned = self.base.restore(crops)
         if len(self.guides) == 0:
-            self.last_info = [{"guides": []} for _ in crops]
             return cleaned
         out = np.empty_like(cleaned)
-        self.last_info = []
         for i, face in enumerate(cleaned):
-            out[i], info = self.restore_one(face)
-            self.last_info.append(info)
+            out[i] = self.restore_one(face)[0]
         return out
 
     def restore_one(self, face: np.ndarray) -> tuple[np.ndarray, dict]:
-        """Fuse the best references into one pre-cleaned face."""
+        """Fuse the best references into one pre-cleaned face.
+
+        Returns:
+            The face and what was decided (``blur``, ``trust``, ``guides``: the references used).
+        """
         points = aligned_landmarks68(face[None])[0]
         order, dist = rank_guides(points, self.guides)
         chosen = order[: max(self.settings.guides, self.settings.candidates)]
         y = to_luma(face)
         region = face_region_mask(points, face.shape[0])
         refs = [self.guides.crops[j].astype(np.float32) / 255.0 for j in chosen]
+        maps = [landmark_map(self.guides.points[j], points, face.shape[0]) for j in chosen]
         # the blur decides the scale of the flow, so it is estimated on the landmark warps
-        rough = [warp_guide(r, self.guides.points[j], y, points, blur=4.0, flow=False) for r, j in zip(refs, chosen)]
+        rough = [warp_guide(r, m, y, blur=4.0, flow=False) for r, m in zip(refs, maps)]
         blur = estimate_blur(y, [to_luma(w) for w in rough], region)
         if not self.settings.min_blur <= blur < self.settings.blur_none:
             # too sharp to need them, or too blurred to place their detail: the base's face
             return face, {"blur": float(blur), "trust": 0.0, "guides": []}
-        warped = [warp_guide(r, self.guides.points[j], y, points, blur=blur)
-                  for r, j in zip(refs[: self.settings.guides], chosen)]
-        out, info = fuse(face, points, warped, self.settings, blur=blur)
+        warped = [warp_guide(r, m, y, blur=blur) for r, m in zip(refs[: self.settings.guides], maps)]
+        out, info = fuse(face, points, warped, self.settings, blur=blur, region=region)
         info["guides"] = [int(j) for j in chosen[: self.settings.guides]]
         return out, info
 
