@@ -33,12 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from facefix.restorers.fast import TINY_CONFIG, FastConfig, FastRestorer  # noqa: E402
 from facefix.tuning.adapt import FinetuneConfig, finetune_on_pairs  # noqa: E402
+from facefix.tuning.fast_train import TrainConfig  # noqa: E402
 from facefix.tuning.pseudo_targets import (  # noqa: E402
     PseudoTargetConfig,
     PseudoTargetSampler,
     generate_pseudo_targets,
 )
-from facefix.tuning.fast_train import TrainConfig  # noqa: E402
 
 
 def sync(device: str) -> None:

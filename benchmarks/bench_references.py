@@ -96,7 +96,7 @@ def main() -> int:
     import cv2
     import torch
 
-    from facefix.evaluate import evaluate_person, eval_training_sets
+    from facefix.evaluate import eval_training_sets, evaluate_person
     from facefix.faces import get_analyzer
     from facefix.profiles import ProfileStore
     from facefix.restorers.classical import ClassicalRestorer

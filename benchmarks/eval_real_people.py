@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 def add_sample_people(store, analyzer) -> None:
     """Every face in the sample photos that installed packages ship, one profile each."""
     from facefix import samples

@@ -398,7 +398,11 @@ def build_real_folders(where: Path, device: str) -> tuple[Path, Path]:
     from tiny_diffusion import write_tiny_tokenizer_files
     from transformers import CLIPTokenizer
 
-    from facefix.diffusion_parts import SD15_SCHEDULER_CONFIG, SD15_TEXT_CONFIG, build_random_sd15
+    from facefix.diffusion_parts import (
+        SD15_SCHEDULER_CONFIG,
+        SD15_TEXT_CONFIG,
+        build_random_sd15,
+    )
 
     tokenizer = CLIPTokenizer.from_pretrained(write_tiny_tokenizer_files(
         where / "_tokenizer", max_length=SD15_TEXT_CONFIG.get("max_position_embeddings", 77)))

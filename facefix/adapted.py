@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from . import paths
-from .errors import FacefixError, ModelError, ProfileError, UsageError
-from .profiles import GenericStore, ProfileStore, validate_name
-from .profiles.storage import _Slot
+from facefix import paths
+from facefix.errors import FacefixError, ModelError, ProfileError, UsageError
+from facefix.profiles import GenericStore, ProfileStore, validate_name
+from facefix.profiles.storage import _Slot
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,8 @@ class AdaptedRestorers:
 
     def __init__(self, name: str, fallback=None, *, store: AdaptedStore | None = None, device: str = "auto",
                  tta: bool = False):
-        from .restorers.fast import FastRestorer
-        from .restorers.loading import resolve_device
+        from facefix.restorers.fast import FastRestorer
+        from facefix.restorers.loading import resolve_device
 
         tensors, settings = load_adapted(name, store=store)
         self.person = settings.get("adaptation", {}).get("person")
@@ -191,10 +191,10 @@ def collect_album_faces(photos: Sequence[Path], analyzer, gallery, *, person: st
     Returns:
         The faces, and ``(photo, reason)`` for photos that gave none.
     """
-    from .faces import estimate_alignment, warp_face
-    from .matching import assign
-    from .photos import read_photo
-    from .restorers.base import CROP_SIZE
+    from facefix.faces import estimate_alignment, warp_face
+    from facefix.matching import assign
+    from facefix.photos import read_photo
+    from facefix.restorers.base import CROP_SIZE
 
     faces: list[AlbumFace] = []
     skipped: list[tuple[Path, str]] = []
@@ -305,14 +305,18 @@ def adapt_album(
     """
     import torch
 
-    from .diffusion_parts import load_parts
-    from .enroll import scan_photos
-    from .faces import get_analyzer
-    from .matching import Gallery
-    from .models import ModelSet, locate, resolve_model_set
-    from .restorers.loading import FastRestorers, resolve_device
-    from .tuning.adapt import FinetuneConfig, evaluate_pairs, finetune_on_pairs
-    from .tuning.pseudo_targets import PseudoTargetConfig, PseudoTargetSampler, generate_pseudo_targets
+    from facefix.diffusion_parts import load_parts
+    from facefix.enroll import scan_photos
+    from facefix.faces import get_analyzer
+    from facefix.matching import Gallery
+    from facefix.models import ModelSet, locate, resolve_model_set
+    from facefix.restorers.loading import FastRestorers, resolve_device
+    from facefix.tuning.adapt import FinetuneConfig, evaluate_pairs, finetune_on_pairs
+    from facefix.tuning.pseudo_targets import (
+        PseudoTargetConfig,
+        PseudoTargetSampler,
+        generate_pseudo_targets,
+    )
 
     cb = callbacks or AdaptCallbacks()
     name = validate_name(name)
@@ -332,7 +336,7 @@ def adapt_album(
         raise ModelError(f"facefix adapt needs the diffusion prior to make pseudo-targets. {exc}") from exc
     restorers = FastRestorers(store, generic, device=device)
     start = restorers.get(None if person == "auto" else person)
-    from .restorers.fast import FastRestorer
+    from facefix.restorers.fast import FastRestorer
 
     if not isinstance(start, FastRestorer):
         # Without a trained model the provider hands out the weight-free classical restorer: nothing to fine-tune.
@@ -373,7 +377,7 @@ def adapt_album(
     targets = np.stack(made.targets)
     # 4. fine-tune the start restorer on the pairs, within the budget
     tensors, settings = start.state()
-    from .restorers.fast import FastConfig
+    from facefix.restorers.fast import FastConfig
 
     model_config = FastConfig.from_dict(settings["config"])
     loss_before = evaluate_pairs(tensors, model_config, crops, targets, finetune_config, device=device)

@@ -26,10 +26,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import UsageError
-from .photos import SUPPORTED_SUFFIXES
-from .pipeline import output_path
-from .runstate import STATE_NAME
+from facefix.errors import UsageError
+from facefix.photos import SUPPORTED_SUFFIXES
+from facefix.pipeline import output_path
+from facefix.runstate import STATE_NAME
 
 #: What a folder scan picks up: every format facefix writes, plus GIF (read:
 #: first frame; written as PNG, as facefix does not write GIF).

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from .errors import UsageError
+from facefix.errors import UsageError
 
 logger = logging.getLogger(__name__)
 

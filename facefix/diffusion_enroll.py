@@ -32,9 +32,9 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import ProfileError
-from .profiles import GenericStore, ProfileStore
-from .restorers.loading import FAST_KIND, FastRestorers, resolve_device
+from facefix.errors import ProfileError
+from facefix.profiles import GenericStore, ProfileStore
+from facefix.restorers.loading import FAST_KIND, FastRestorers, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def dual_pivot_config(
     as hidden ``facefix enroll`` options for tests and experiments; see
     docs/diffusion.md.
     """
-    from .tuning.dual_pivot import DualPivotConfig
+    from facefix.tuning.dual_pivot import DualPivotConfig
 
     config = base or DualPivotConfig()
     if stage1_steps is not None:
@@ -127,8 +127,8 @@ def face_aligner(backend: str = "auto") -> Callable[[np.ndarray], np.ndarray | N
     Returns None (portraits then used as painted, with a warning) when no
     face backend can be loaded.
     """
-    from .errors import FaceError
-    from .faces import estimate_alignment, get_analyzer, warp_face
+    from facefix.errors import FaceError
+    from facefix.faces import estimate_alignment, get_analyzer, warp_face
 
     try:
         analyzer = get_analyzer(backend)
@@ -152,7 +152,7 @@ def face_aligner(backend: str = "auto") -> Callable[[np.ndarray], np.ndarray | N
 
 def _degrade(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     # The fast restorer's training degradation, default recipe (GFPGAN/DiffBIR faces).
-    from .degrade import degrade
+    from facefix.degrade import degrade
 
     return degrade(face, rng)
 
@@ -197,10 +197,15 @@ def tune_person(
     """
     import torch
 
-    from .diffusion_parts import load_parts
-    from .models import ModelSet, locate, resolve_model_set
-    from .tuning.dual_pivot import DualPivotConfig, guide_kind, run_dual_pivot, unet_lora_kind
-    from .tuning.generic_faces import load_face_folder
+    from facefix.diffusion_parts import load_parts
+    from facefix.models import ModelSet, locate, resolve_model_set
+    from facefix.tuning.dual_pivot import (
+        DualPivotConfig,
+        guide_kind,
+        run_dual_pivot,
+        unet_lora_kind,
+    )
+    from facefix.tuning.generic_faces import load_face_folder
 
     started = time.monotonic()
     config = config or DualPivotConfig()
@@ -273,7 +278,7 @@ def _checkpoint_steps(work: Path) -> dict[str, int]:
 
     from safetensors import safe_open
 
-    from .tuning.common import CHECKPOINT
+    from facefix.tuning.common import CHECKPOINT
 
     steps = {}
     for stage in ("stage1", "stage2"):

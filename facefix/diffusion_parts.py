@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import ModelError
-from .models import ModelPaths, ModelSet, weight_path
+from facefix.errors import ModelError
+from facefix.models import ModelPaths, ModelSet, weight_path
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,12 @@ class DiffusionParts:
             name: ``dpmsolver++`` (DPM-Solver++ 2M, default: good at 20-25
                 steps and deterministic), ``unipc``, ``ddim`` or ``euler``.
         """
-        from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, UniPCMultistepScheduler
+        from diffusers import (
+            DDIMScheduler,
+            DPMSolverMultistepScheduler,
+            EulerDiscreteScheduler,
+            UniPCMultistepScheduler,
+        )
 
         if name == "dpmsolver++":
             return DPMSolverMultistepScheduler.from_config(self.scheduler_config, algorithm_type="dpmsolver++")
@@ -262,7 +267,7 @@ def _load_parts(paths: ModelPaths, base: Path, variant, dtype) -> DiffusionParts
 
 def load_model_set(model_set: ModelSet, **kwargs) -> DiffusionParts:
     """``locate`` + ``load_parts`` in one call (no network)."""
-    from .models import locate
+    from facefix.models import locate
 
     return load_parts(locate(model_set), **kwargs)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib.util
 import platform
 
-from . import __version__, paths
-from .faces import describe_backends, resolve_backend
-from .models import offline as models_offline
+from facefix import __version__, paths
+from facefix.faces import describe_backends, resolve_backend
+from facefix.models import offline as models_offline
 
 
 def _torch_info() -> dict:
@@ -36,7 +36,7 @@ def _xformers() -> dict:
 
 
 def _diffusion_weights() -> list[dict]:
-    from .models import describe_model_sets
+    from facefix.models import describe_model_sets
 
     return describe_model_sets()
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import FacefixError, UsageError
-from .faces import FaceAnalyzer, estimate_alignment, warp_face
-from .faces.types import Face, unit
-from .hashing import file_sha256
-from .photos import is_photo_path, read_photo
+from facefix.errors import FacefixError, UsageError
+from facefix.faces import FaceAnalyzer, estimate_alignment, warp_face
+from facefix.faces.types import Face, unit
+from facefix.hashing import file_sha256
+from facefix.photos import is_photo_path, read_photo
 
 log = logging.getLogger(__name__)
 

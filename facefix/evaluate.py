@@ -20,16 +20,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .degrade import LEVELS, degrade_level, resize_like_alignment
-from .errors import UsageError
-from .faces import FaceAnalyzer
-from .faces.landmarks import aligned_landmarks68
-from .metrics import expression_error, psnr, sharpness_ratio, ssim
-from .profiles import ProfileStore
-from .restorers.guides import GuideSet
-from .restorers.loading import resolve_device
-from .restorers.reference import ReferenceRestorer
-from .training import GENERIC_SHARE_NEW
+from facefix.degrade import LEVELS, degrade_level, resize_like_alignment
+from facefix.errors import UsageError
+from facefix.faces import FaceAnalyzer
+from facefix.faces.landmarks import aligned_landmarks68
+from facefix.metrics import expression_error, psnr, sharpness_ratio, ssim
+from facefix.profiles import ProfileStore
+from facefix.restorers.guides import GuideSet
+from facefix.restorers.loading import resolve_device
+from facefix.restorers.reference import ReferenceRestorer
+from facefix.training import GENERIC_SHARE_NEW
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ def evaluate_person(
         generic_share: share of ``budget_s`` for the generic model (default: enroll's
             share for a first enrolment, :data:`facefix.training.GENERIC_SHARE_NEW`).
     """
-    from .tuning.fast_train import train_fast
+    from facefix.tuning.fast_train import train_fast
 
     device = resolve_device(device)
     profile = store.load(name)
@@ -358,6 +358,6 @@ def holdout_split(crops: np.ndarray, holdout: int, seed: int) -> tuple[list[int]
 
 
 def _config_of(result):
-    from .restorers.fast import FastConfig
+    from facefix.restorers.fast import FastConfig
 
     return FastConfig.from_dict(result.settings["config"])

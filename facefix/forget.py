@@ -24,10 +24,10 @@ import os
 import shutil
 from dataclasses import dataclass, field
 
-from .adapted import AdaptedStore
-from .errors import FacefixError
-from .profiles import GenericStore, ProfileStore, validate_name
-from .restorers.loading import FAST_KIND
+from facefix.adapted import AdaptedStore
+from facefix.errors import FacefixError
+from facefix.profiles import GenericStore, ProfileStore, validate_name
+from facefix.restorers.loading import FAST_KIND
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from .faces import get_analyzer
-from .photos import atomic_output, read_photo
+from facefix.faces import get_analyzer
+from facefix.photos import atomic_output, read_photo
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .faces import FaceAnalyzer
-from .faces.types import Face
-from .profiles import ProfileStore
+from facefix.faces import FaceAnalyzer
+from facefix.faces.types import Face
+from facefix.profiles import ProfileStore
 
 log = logging.getLogger(__name__)
 

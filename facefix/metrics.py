@@ -25,7 +25,7 @@ import math
 import cv2
 import numpy as np
 
-from .errors import UsageError
+from facefix.errors import UsageError
 
 
 def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -188,7 +188,7 @@ def _soft_ellipse(size: int, centre, axes, feather: float) -> np.ndarray:
 def _face_mask(points: np.ndarray | None, size: int) -> np.ndarray:
     if points is None:
         return template_face_mask(ANALYSIS_SIZE)
-    from .faces.landmarks import face_region_mask
+    from facefix.faces.landmarks import face_region_mask
 
     return face_region_mask(_analysis_points(points, size), ANALYSIS_SIZE)
 
@@ -263,7 +263,7 @@ def expression_regions(points: np.ndarray, size: int = ANALYSIS_SIZE) -> dict[st
     Returns:
         ``{"eyes": [left, right], "mouth": [mouth]}``, float32 (size, size) masks in [0, 1].
     """
-    from .faces.landmarks import LEFT_EYE, OUTER_LIPS, RIGHT_EYE
+    from facefix.faces.landmarks import LEFT_EYE, OUTER_LIPS, RIGHT_EYE
 
     pts = np.asarray(points, dtype=np.float64)
     regions: dict[str, list[np.ndarray]] = {"eyes": [], "mouth": []}
@@ -306,7 +306,7 @@ def expression_errors(restored: np.ndarray, clean: np.ndarray, points: np.ndarra
     """
     restored, clean = _pair(restored, clean)
     if points is None:
-        from .faces.landmarks import aligned_landmarks68
+        from facefix.faces.landmarks import aligned_landmarks68
 
         points = aligned_landmarks68(clean.astype(np.float32))
         if clean.ndim == 3:

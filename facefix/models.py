@@ -25,10 +25,10 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .errors import ModelError, UsageError
-from .hashing import file_sha256
-from .paths import cache_dir
-from .paths import offline as _facefix_offline
+from facefix.errors import ModelError, UsageError
+from facefix.hashing import file_sha256
+from facefix.paths import cache_dir
+from facefix.paths import offline as _facefix_offline
 
 log = logging.getLogger(__name__)
 
@@ -369,7 +369,10 @@ def _locate_one(model_set: ModelSet, role: str) -> tuple[Path, str]:
         found_revision = _local_revision(folder)
     else:
         from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import IncompleteSnapshotError, LocalEntryNotFoundError
+        from huggingface_hub.errors import (
+            IncompleteSnapshotError,
+            LocalEntryNotFoundError,
+        )
 
         where = f"the Hugging Face cache {hf_cache()}"
         snapshot = _cached_snapshot(ref, revision)

@@ -18,13 +18,19 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from .errors import UsageError
-from .faces import Alignment, FaceAnalyzer, estimate_alignment, paste_faces, warp_face
-from .faces.grain import estimate_grain
-from .faces.types import Face
-from .matching import Gallery, assign
-from .photos import Photo, PhotoMeta, read_photo, write_photo
-from .restorers.base import CROP_SIZE, Restorer
+from facefix.errors import UsageError
+from facefix.faces import (
+    Alignment,
+    FaceAnalyzer,
+    estimate_alignment,
+    paste_faces,
+    warp_face,
+)
+from facefix.faces.grain import estimate_grain
+from facefix.faces.types import Face
+from facefix.matching import Gallery, assign
+from facefix.photos import Photo, PhotoMeta, read_photo, write_photo
+from facefix.restorers.base import CROP_SIZE, Restorer
 
 log = logging.getLogger(__name__)
 

@@ -33,13 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .batch import Job
-from .errors import FacefixError
-from .faces import FaceAnalyzer
-from .matching import Gallery
-from .photos import Photo, read_photo
-from .photos.atomic import atomic_output
-from .pipeline import (
+from facefix.batch import Job
+from facefix.errors import FacefixError
+from facefix.faces import FaceAnalyzer
+from facefix.hashing import file_sha256
+from facefix.matching import Gallery
+from facefix.photos import Photo, read_photo
+from facefix.photos.atomic import atomic_output
+from facefix.pipeline import (
     Analysis,
     FaceRecord,
     PhotoResult,
@@ -50,8 +51,7 @@ from .pipeline import (
     restore_crops,
     write_outputs,
 )
-from .hashing import file_sha256
-from .runstate import RunState
+from facefix.runstate import RunState
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ import threading
 from pathlib import Path
 from typing import IO
 
-from .errors import UsageError
-from .prefetch import Outcome
+from facefix.errors import UsageError
+from facefix.prefetch import Outcome
 
 
 def printable(text: str) -> str:

@@ -27,8 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UsageError
-from .hashing import file_sha256
+from facefix.errors import UsageError
+from facefix.hashing import file_sha256
 
 STATE_NAME = ".facefix-runs.sqlite"
 SCHEMA_VERSION = 1
@@ -125,7 +125,7 @@ class RunState:
         if output_dir is not None:
             path, root = Path(output_dir) / STATE_NAME, Path(output_dir)
         else:
-            from . import paths
+            from facefix import paths
 
             path, root = paths.data_dir() / "restore-runs.sqlite", None
         if not create and not path.exists():

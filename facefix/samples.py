@@ -12,7 +12,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from .errors import FacefixError
+from facefix.errors import FacefixError
 
 
 def _package_dir(package: str) -> Path:
@@ -57,7 +57,7 @@ def face_recognition_photos(cache: Path | None = None) -> Path:
     Raises:
         FacefixError: the download failed (names the command to retry).
     """
-    from . import paths
+    from facefix import paths
 
     cache = cache or paths.cache_dir() / "eval-photos"
     folder = cache / "face_recognition-1.3.0" / "tests" / "test_images"

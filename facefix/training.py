@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .profiles import GenericStore, ProfileStore
-from .restorers.loading import FAST_KIND, resolve_device
+from facefix.profiles import GenericStore, ProfileStore
+from facefix.restorers.loading import FAST_KIND, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _summary(stage: str, result) -> StageResult:
 
 def _shape_of(settings: dict):
     """The network shape recorded with trained weights (a person's model keeps the generic's)."""
-    from .restorers.fast import FastConfig
+    from facefix.restorers.fast import FastConfig
 
     return FastConfig.from_dict(settings["config"])
 
@@ -97,7 +97,7 @@ def train_person(
         committed when it ends, also when Ctrl-C stopped it (the last good
         weights), so the profile is usable; rerun with ``resume`` to go on.
     """
-    from .tuning.fast_train import TrainConfig, train_fast
+    from facefix.tuning.fast_train import TrainConfig, train_fast
 
     device = resolve_device(device)
     results: list[StageResult] = []

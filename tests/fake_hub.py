@@ -68,7 +68,10 @@ class FakeHub:
         self.failures[ref] = exc
 
     def _repo(self, ref: str, revision: str | None) -> Repo:
-        from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+        from huggingface_hub.errors import (
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
 
         if ref in self.failures:
             raise self.failures[ref]
@@ -149,7 +152,9 @@ class FakeHub:
 
 def http_response(status: int, ref: str):
     """A real response of huggingface_hub's HTTP client, as its errors carry."""
-    from huggingface_hub.errors import HTTPError  # the client's module: requests or httpx2
+    from huggingface_hub.errors import (
+        HTTPError,  # the client's module: requests or httpx2
+    )
 
     client = __import__(HTTPError.__module__.split(".")[0])
     request = client.Request("GET", f"https://huggingface.co/api/models/{ref}")

@@ -20,10 +20,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_diffusion import BlurRestorer, save_tiny_model_set, smooth_faces, tiny_parts
 
 from facefix.diffusion_parts import DiffusionParts
 from facefix.restorers.fast import TINY_CONFIG, FastRestorer
 from facefix.tuning.adapt import FinetuneConfig, evaluate_pairs, finetune_on_pairs
+from facefix.tuning.fast_train import TrainConfig
 from facefix.tuning.pseudo_targets import (
     PseudoTargetConfig,
     PseudoTargetSampler,
@@ -31,9 +33,6 @@ from facefix.tuning.pseudo_targets import (
     pin_low_frequencies,
     pin_within_range,
 )
-from facefix.tuning.fast_train import TrainConfig
-
-from tiny_diffusion import BlurRestorer, save_tiny_model_set, smooth_faces, tiny_parts
 
 #: The stated tolerance: every 16x16 block mean (a 32x32 grid on a 512 face) of a
 #: pseudo-target is within 1/255 of the input's (uint8 targets; measured max ≈ 0.4/255).

@@ -16,9 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
-
 from helpers_enrolled import is_valid_image, shared_enrolled_home, small_photos
+from PIL import Image
 
 pytestmark = pytest.mark.slow
 

@@ -8,12 +8,18 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from helpers_enrolled import facefix, is_valid_image, shared_enrolled_home, small_photos
 from PIL import Image
 
 from facefix.batch import plan_jobs
 from facefix.errors import UsageError
-from facefix.runstate import STATE_NAME, RunState, file_sha256, settings_key, sweep_partials
-from helpers_enrolled import facefix, is_valid_image, shared_enrolled_home, small_photos
+from facefix.runstate import (
+    STATE_NAME,
+    RunState,
+    file_sha256,
+    settings_key,
+    sweep_partials,
+)
 
 
 def touch_photo(path: Path) -> Path:

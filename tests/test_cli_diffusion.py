@@ -25,7 +25,12 @@ from facefix.diffusion_enroll import dual_pivot_config, tune_person
 from facefix.errors import ModelError, ProfileError
 from facefix.profiles import GenericStore, ProfileStore
 from facefix.restorers.fast import TINY_CONFIG
-from facefix.restorers.loading import DiffusionRestorers, FastRestorers, choose_engine, make_provider
+from facefix.restorers.loading import (
+    DiffusionRestorers,
+    FastRestorers,
+    choose_engine,
+    make_provider,
+)
 from facefix.restorers.reference import GuidedRestorers
 from facefix.training import train_person
 from facefix.tuning.common import TrainProgress

@@ -7,7 +7,12 @@ import pytest
 import torch
 from tiny_diffusion import BlurRestorer, save_tiny_model_set, smooth_faces
 
-from facefix.colorfix import adain_color_fix, color_fix, wavelet_color_fix, wavelet_decompose
+from facefix.colorfix import (
+    adain_color_fix,
+    color_fix,
+    wavelet_color_fix,
+    wavelet_decompose,
+)
 from facefix.errors import ModelError, ProfileError
 from facefix.restorers.base import Restorer
 from facefix.restorers.diffusion import DiffusionRestorer, SamplerSettings

@@ -10,9 +10,18 @@ import torch
 from tiny_diffusion import BlurRestorer, smooth_faces, tiny_parts
 
 from facefix.tuning import common
-from facefix.tuning.dual_pivot import DualPivotConfig, guide_kind, run_dual_pivot, unet_lora_kind
+from facefix.tuning.dual_pivot import (
+    DualPivotConfig,
+    guide_kind,
+    run_dual_pivot,
+    unet_lora_kind,
+)
 from facefix.tuning.generic_faces import cached_generic_faces, generic_prompts
-from facefix.tuning.lora import apply_guide_adapter, apply_unet_lora, save_unet_lora_file
+from facefix.tuning.lora import (
+    apply_guide_adapter,
+    apply_unet_lora,
+    save_unet_lora_file,
+)
 from facefix.tuning.stage1 import Stage1Config, train_stage1
 from facefix.tuning.stage2 import Stage2Config, train_stage2
 

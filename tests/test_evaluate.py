@@ -8,10 +8,10 @@ import pytest
 
 from facefix import samples
 from facefix.enroll import scan_photos, select_references
+from facefix.errors import UsageError
 from facefix.evaluate import BASELINE, evaluate_person
 from facefix.faces import get_analyzer
 from facefix.profiles import ProfileStore
-from facefix.errors import UsageError
 from facefix.restorers.fast import TINY_CONFIG, FastRestorer
 from facefix.training import GENERIC_SHARE_NEW
 from facefix.tuning.fast_train import TrainConfig

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from dataclasses import replace
 
 import numpy as np
@@ -15,7 +14,13 @@ from facefix.degrade import DegradationRecipe
 from facefix.errors import ModelError, UsageError
 from facefix.restorers.base import Restorer
 from facefix.restorers.fast import TINY_CONFIG, FastRestorer
-from facefix.tuning.fast_train import CHECKPOINT_NAME, PairSampler, TrainConfig, restoration_loss, train_fast
+from facefix.tuning.fast_train import (
+    CHECKPOINT_NAME,
+    PairSampler,
+    TrainConfig,
+    restoration_loss,
+    train_fast,
+)
 
 # Small windows, few steps: each training test runs in about a second.
 TINY_TRAIN = TrainConfig(patch=32, batch=2, warmup_steps=1, checkpoint_every_s=0.0, precision="fp32",

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers_enrolled import facefix, make_enrolled_home
 
 from facefix import samples
 from facefix.degrade import degrade_fixed, degrade_level, resize_like_alignment, to_luma
@@ -18,8 +19,6 @@ from facefix.profiles import GenericStore, ProfileStore
 from facefix.restorers.base import Restorer
 from facefix.restorers.classical import ClassicalRestorer, estimate_blur, estimate_noise
 from facefix.restorers.loading import FAST_KIND, FastRestorers
-
-from helpers_enrolled import facefix, make_enrolled_home
 
 
 def _rgb(path) -> np.ndarray:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from facefix.faces import estimate_alignment, paste_faces, warp_face
-from facefix.faces.grain import estimate_grain, make_grain
 from facefix.faces.align import TEMPLATE_512
+from facefix.faces.grain import estimate_grain, make_grain
 
 
 def _smooth_photo(h: int = 600, w: int = 800) -> np.ndarray:

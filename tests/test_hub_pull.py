@@ -128,7 +128,11 @@ def _one_line_error(capsys, *argv) -> str:
 
 
 def test_hub_failures_are_one_line_naming_cause_and_fix(hub, capsys):
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+    )
 
     pull_args = ("models", "pull", "--base", BASE, "--guide", BOTH)
     hub.fail(BASE, GatedRepoError("403 Client Error. Cannot access gated repo", response=http_response(403, BASE)))

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers_enrolled import facefix, is_valid_image, shared_enrolled_home, small_photos
 
 pytestmark = pytest.mark.slow

@@ -16,8 +16,19 @@ from facefix.faces import estimate_alignment, get_analyzer, warp_face
 from facefix.faces.landmarks import aligned_landmarks68, face_region_mask
 from facefix.metrics import psnr
 from facefix.photos import read_photo
-from facefix.restorers.guides import GuideSet, expression_features, landmark_map, rank_guides, warp_guide
-from facefix.restorers.reference import FusionSettings, ReferenceRestorer, estimate_blur, fuse
+from facefix.restorers.guides import (
+    GuideSet,
+    expression_features,
+    landmark_map,
+    rank_guides,
+    warp_guide,
+)
+from facefix.restorers.reference import (
+    FusionSettings,
+    ReferenceRestorer,
+    estimate_blur,
+    fuse,
+)
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 

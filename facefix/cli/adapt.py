@@ -8,12 +8,18 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-from ..errors import UsageError
-from .common import BackendOpt, DeviceOpt, JsonOpt, err, out
-from .main import app
+from facefix.cli.common import BackendOpt, DeviceOpt, JsonOpt, err, out
+from facefix.cli.main import app
+from facefix.errors import UsageError
 
 adapted_app = typer.Typer(help="List and delete adapted restorers (made by 'facefix adapt').", no_args_is_help=True)
 
@@ -51,9 +57,9 @@ def adapt_command(
     pseudo-target, cached), and the fast restorer is fine-tuned on the
     (original, pseudo-target) pairs. Restoring then needs no diffusion.
     """
-    from ..adapted import AdaptCallbacks, adapt_album, default_name
-    from ..profiles import validate_name
-    from ..tuning.pseudo_targets import PseudoTargetConfig
+    from facefix.adapted import AdaptCallbacks, adapt_album, default_name
+    from facefix.profiles import validate_name
+    from facefix.tuning.pseudo_targets import PseudoTargetConfig
 
     if person != "auto":
         person = validate_name(person)
@@ -108,8 +114,8 @@ def adapt_command(
 @adapted_app.command("list")
 def list_adapted(json_: JsonOpt = False) -> None:
     """List the adapted restorers: album, person, faces, loss before → after."""
-    from ..adapted import AdaptedStore
-    from ..errors import FacefixError
+    from facefix.adapted import AdaptedStore
+    from facefix.errors import FacefixError
 
     store = AdaptedStore()
     rows = []
@@ -141,7 +147,7 @@ def rm_adapted(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
 ) -> None:
     """Delete an adapted restorer (cached pseudo-targets stay; 'facefix adapt' reuses them)."""
-    from ..adapted import AdaptedStore
+    from facefix.adapted import AdaptedStore
 
     store = AdaptedStore()
     info = store.info(name)

@@ -7,9 +7,9 @@ import json
 from rich.markup import escape
 from rich.table import Table
 
-from ..doctor import collect
-from .common import JsonOpt, out
-from .main import app
+from facefix.cli.common import JsonOpt, out
+from facefix.cli.main import app
+from facefix.doctor import collect
 
 
 def _yes(value: bool) -> str:

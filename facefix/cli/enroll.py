@@ -12,18 +12,24 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-from ..enroll import FEW_REFERENCES, MIN_FACE, scan_photos, select_references
-from ..errors import ProfileError, UsageError
-from ..faces import get_analyzer
-from ..profiles import GenericStore, ProfileStore, validate_name
-from ..restorers.loading import ENGINES, FAST_KIND, choose_engine
-from ..training import train_person
-from .common import BackendOpt, DeviceOpt, err, out
-from .main import app
+from facefix.cli.common import BackendOpt, DeviceOpt, err, out
+from facefix.cli.main import app
+from facefix.enroll import FEW_REFERENCES, MIN_FACE, scan_photos, select_references
+from facefix.errors import ProfileError, UsageError
+from facefix.faces import get_analyzer
+from facefix.profiles import GenericStore, ProfileStore, validate_name
+from facefix.restorers.loading import ENGINES, FAST_KIND, choose_engine
+from facefix.training import train_person
 
 
 @app.command("enroll")
@@ -87,8 +93,8 @@ def enroll_command(
 
 def _plan_diffusion(engine: str, model_set: str | None, *, device: str, **counts):
     """``(ModelSet, DualPivotConfig)`` when diffusion tuning will run, else None (saying why for ``auto``)."""
-    from ..diffusion_enroll import dual_pivot_config
-    from ..models import locate, resolve_model_set
+    from facefix.diffusion_enroll import dual_pivot_config
+    from facefix.models import locate, resolve_model_set
 
     concrete, why = choose_engine(engine, model_set, device=device)
     if why:
@@ -192,8 +198,8 @@ _STAGE_LABELS = {"stage1": "diffusion stage 1 (generator)", "stage2": "diffusion
 def _tune(name: str, store: ProfileStore, plan, *, resume: bool, device: str, generic_folder: Path | None,
           backend: str) -> None:
     """Dual-Pivot Tuning with one progress display: stage, step, loss, ETA."""
-    from ..diffusion_enroll import tune_person
-    from ..tuning.common import TrainProgress
+    from facefix.diffusion_enroll import tune_person
+    from facefix.tuning.common import TrainProgress
 
     model_set, config = plan
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

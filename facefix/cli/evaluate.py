@@ -10,12 +10,12 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..evaluate import evaluate_person
-from ..faces import get_analyzer
-from ..photos import Photo, PhotoMeta, write_photo
-from ..profiles import ProfileStore
-from .common import BackendOpt, DeviceOpt, JsonOpt, err, out
-from .main import app
+from facefix.cli.common import BackendOpt, DeviceOpt, JsonOpt, err, out
+from facefix.cli.main import app
+from facefix.evaluate import evaluate_person
+from facefix.faces import get_analyzer
+from facefix.photos import Photo, PhotoMeta, write_photo
+from facefix.profiles import ProfileStore
 
 
 @app.command("eval")

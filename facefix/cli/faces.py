@@ -9,10 +9,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..errors import FacefixError
-from ..inspect_faces import draw_faces, find_faces
-from .common import BackendOpt, JsonOpt, out, report_error
-from .main import app
+from facefix.cli.common import BackendOpt, JsonOpt, out, report_error
+from facefix.cli.main import app
+from facefix.errors import FacefixError
+from facefix.inspect_faces import draw_faces, find_faces
 
 
 @app.command("faces")

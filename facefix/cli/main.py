@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from .. import __version__
-from ..errors import FacefixError
-from .common import debug_enabled, err, setup_logging
+from facefix import __version__
+from facefix.cli.common import debug_enabled, err, setup_logging
+from facefix.errors import FacefixError
 
 # Set before torch loads OpenMP: a passive wait keeps a busy machine (a batch
 # sharing its cores with anything else) from collapsing into spin-waits.
@@ -44,7 +44,7 @@ def _root(
 
 def _register() -> None:
     """Import the command modules; each adds its commands to ``app``."""
-    from . import commands  # noqa: F401
+    from facefix.cli import commands  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import JsonOpt, err, out
+from facefix.cli.common import JsonOpt, err, out
 
 models_app = typer.Typer(
     help="List, download, locate and check the diffusion model sets.",
@@ -32,7 +32,7 @@ GuideOpt = Annotated[
 
 
 def _resolve(name, base, guide):
-    from ..models import resolve_model_set
+    from facefix.models import resolve_model_set
 
     return resolve_model_set(name, base=base, guide=guide)
 
@@ -40,7 +40,12 @@ def _resolve(name, base, guide):
 @models_app.command("list")
 def list_sets(json_: JsonOpt = False) -> None:
     """List the registered model sets and whether their weights are here."""
-    from ..models import DEFAULT_MODEL_SET, REGISTRY, is_available, resolve_model_set
+    from facefix.models import (
+        DEFAULT_MODEL_SET,
+        REGISTRY,
+        is_available,
+        resolve_model_set,
+    )
 
     sets = list(REGISTRY.values())
     try:
@@ -88,7 +93,7 @@ def pull_set(
     token: Annotated[str | None, typer.Option("--token", help="Hub token for gated repositories.")] = None,
 ) -> None:
     """Download a model set into the Hugging Face cache (with progress) and check its hashes."""
-    from ..models import pull, verify
+    from facefix.models import pull, verify
 
     model_set = _resolve(name, base, guide)
     err.print(f"pulling model set [bold]{escape(model_set.name)}[/bold] ({model_set.license or 'see its model card'})")
@@ -107,7 +112,7 @@ def pull_set(
 @models_app.command("path")
 def path_set(name: SetArg = None, *, base: BaseOpt = None, guide: GuideOpt = None, json_: JsonOpt = False) -> None:
     """Print where a model set's base and guide are (no network)."""
-    from ..models import locate
+    from facefix.models import locate
 
     paths = locate(_resolve(name, base, guide))
     if json_:
@@ -138,8 +143,8 @@ def verify_set(
     json_: JsonOpt = False,
 ) -> None:
     """Check a model set's files and their hashes (the hub's, or the manifest recorded at pull)."""
-    from ..errors import ModelError
-    from ..models import verify
+    from facefix.errors import ModelError
+    from facefix.models import verify
 
     model_set = _resolve(name, base, guide)
     report = verify(model_set, online=False if offline_ else None, token=token)

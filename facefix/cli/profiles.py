@@ -9,9 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..errors import ProfileError, UsageError
-from ..profiles import Profile, ProfileStore
-from .common import JsonOpt, err, out
+from facefix.cli.common import JsonOpt, err, out
+from facefix.errors import ProfileError, UsageError
+from facefix.profiles import Profile, ProfileStore
 
 profiles_app = typer.Typer(
     help="List, inspect, rename and remove enrolled people.",
@@ -142,7 +142,7 @@ def rm(
         if not typer.confirm(f"Delete profile {profile.name!r} ({what})?", err=True):
             err.print("nothing deleted", highlight=False)
             raise typer.Exit(1)
-    from ..forget import remove_person
+    from facefix.forget import remove_person
 
     removal = remove_person(profile.name, store=store)
     err.print(f"removed profile {escape(repr(profile.name))}", highlight=False)

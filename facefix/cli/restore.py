@@ -15,24 +15,41 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-from ..adapted import AdaptedRestorers, AdaptedStore
-from ..batch import Job, plan_jobs
-from ..errors import ProfileError, UsageError
-from ..faces import get_analyzer
-from ..faces.analyzer import resolve_backend
-from ..matching import Gallery
-from ..pipeline import RestoreOptions
-from ..prefetch import BatchRunner, Outcome, restored_faces
-from ..profiles import GenericStore, ProfileStore
-from ..report import ReportWriter, json_safe
-from ..restorers import loading
-from ..restorers.reference import FUSION_VERSION
-from ..runstate import RunState, settings_key, sweep_partials
-from .common import BackendOpt, DeviceOpt, JsonOpt, OutputOpt, PersonOpt, debug_enabled, err, out, shown
-from .main import app
+from facefix.adapted import AdaptedRestorers, AdaptedStore
+from facefix.batch import Job, plan_jobs
+from facefix.cli.common import (
+    BackendOpt,
+    DeviceOpt,
+    JsonOpt,
+    OutputOpt,
+    PersonOpt,
+    debug_enabled,
+    err,
+    out,
+    shown,
+)
+from facefix.cli.main import app
+from facefix.errors import ProfileError, UsageError
+from facefix.faces import get_analyzer
+from facefix.faces.analyzer import resolve_backend
+from facefix.matching import Gallery
+from facefix.pipeline import RestoreOptions
+from facefix.prefetch import BatchRunner, Outcome, restored_faces
+from facefix.profiles import GenericStore, ProfileStore
+from facefix.report import ReportWriter, json_safe
+from facefix.restorers import loading
+from facefix.restorers.reference import FUSION_VERSION
+from facefix.runstate import RunState, settings_key, sweep_partials
 
 #: Up to this many photos, the per-face table is printed (on stdout) at the end;
 #: past it, use --json or --report.

@@ -1,9 +1,15 @@
 """Find faces, align them to the 512 template, and put them back."""
 
-from .align import TEMPLATE_512, Alignment, estimate_alignment, warp_face
-from .analyzer import BACKENDS, FaceAnalyzer, describe_backends, get_analyzer, resolve_backend
-from .paste import face_mask, paste_faces
-from .types import LANDMARK_NAMES, Face
+from facefix.faces.align import TEMPLATE_512, Alignment, estimate_alignment, warp_face
+from facefix.faces.analyzer import (
+    BACKENDS,
+    FaceAnalyzer,
+    describe_backends,
+    get_analyzer,
+    resolve_backend,
+)
+from facefix.faces.paste import face_mask, paste_faces
+from facefix.faces.types import LANDMARK_NAMES, Face
 
 __all__ = [
     "BACKENDS", "LANDMARK_NAMES", "TEMPLATE_512", "Alignment", "Face", "FaceAnalyzer",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..errors import FaceError
+from facefix.errors import FaceError
 
 #: FFHQ-style five-point template on a 512x512 crop (left eye, right eye, nose,
 #: left and right mouth corners, as seen in the image).

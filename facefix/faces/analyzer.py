@@ -13,8 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import FaceError, UsageError
-from .types import Face
+from facefix.errors import FaceError, UsageError
+from facefix.faces.types import Face
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +48,14 @@ class FaceAnalyzer(Protocol):
 
 def describe_backends() -> list[dict]:
     """What each backend needs and whether it is usable now (for ``doctor``)."""
-    from . import dlib_backend, insightface_backend
+    from facefix.faces import dlib_backend, insightface_backend
 
     return [dlib_backend.status(), insightface_backend.status()]
 
 
 def resolve_backend(name: str = "auto") -> str:
     """Turn ``auto`` into a concrete backend name, without loading anything."""
-    from . import insightface_backend
+    from facefix.faces import insightface_backend
 
     if name not in BACKENDS:
         raise UsageError(f"unknown face backend {name!r}; choose one of {', '.join(BACKENDS)}")
@@ -67,11 +67,11 @@ def resolve_backend(name: str = "auto") -> str:
 @lru_cache(maxsize=4)
 def _load(name: str) -> FaceAnalyzer:
     if name == "dlib":
-        from .dlib_backend import DlibAnalyzer
+        from facefix.faces.dlib_backend import DlibAnalyzer
 
         return DlibAnalyzer.load()
     if name == "insightface":
-        from .insightface_backend import InsightFaceAnalyzer
+        from facefix.faces.insightface_backend import InsightFaceAnalyzer
 
         return InsightFaceAnalyzer.load()
     raise FaceError(f"no face backend named {name!r}")

@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import FaceError
-from .types import Face, unit
+from facefix.errors import FaceError
+from facefix.faces.types import Face, unit
 
 log = logging.getLogger(__name__)
 

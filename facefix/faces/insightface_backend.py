@@ -15,10 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .. import paths
-from ..errors import FaceError
-from .align import TEMPLATE_512
-from .types import Face, unit
+from facefix import paths
+from facefix.errors import FaceError
+from facefix.faces.align import TEMPLATE_512
+from facefix.faces.types import Face, unit
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import threading
 import cv2
 import numpy as np
 
-from ..errors import FaceError
-from .dlib_backend import PREDICTOR, models_dir
+from facefix.errors import FaceError
+from facefix.faces.dlib_backend import PREDICTOR, models_dir
 
 #: The face box of the 512 template, (left, top, right, bottom).
 TEMPLATE_BOX_512 = (95, 130, 405, 439)

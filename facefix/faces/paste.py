@@ -14,8 +14,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from .align import Alignment
-from .grain import Grain, make_grain, missing_sigma
+from facefix.faces.align import Alignment
+from facefix.faces.grain import Grain, make_grain, missing_sigma
 
 
 @lru_cache(maxsize=8)

@@ -13,10 +13,10 @@ photo it was read from.
 
 from __future__ import annotations
 
-from .atomic import atomic_output, atomic_write_bytes
-from .model import SUPPORTED_SUFFIXES, Photo, PhotoMeta, is_photo_path
-from .read import DEFAULT_MAX_PIXELS, read_photo
-from .write import write_photo
+from facefix.photos.atomic import atomic_output, atomic_write_bytes
+from facefix.photos.model import SUPPORTED_SUFFIXES, Photo, PhotoMeta, is_photo_path
+from facefix.photos.read import DEFAULT_MAX_PIXELS, read_photo
+from facefix.photos.write import write_photo
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",

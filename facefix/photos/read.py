@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, JpegImagePlugin, UnidentifiedImageError
 
-from ..errors import PhotoError, UsageError
-from . import metadata as md
-from .model import Photo, PhotoMeta
+from facefix.errors import PhotoError, UsageError
+from facefix.photos import metadata as md
+from facefix.photos.model import Photo, PhotoMeta
 
 logger = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from ..errors import PhotoError
-from . import metadata as md
-from .atomic import atomic_output
-from .model import Photo
+from facefix.errors import PhotoError
+from facefix.photos import metadata as md
+from facefix.photos.atomic import atomic_output
+from facefix.photos.model import Photo
 
 logger = logging.getLogger(__name__)
 

@@ -24,10 +24,15 @@ The generic model is not a person: :class:`GenericStore` keeps its artifacts
 under ``paths.data_dir()/"generic"/`` with the same mechanism.
 """
 
-from .editor import ProfileEditor
-from .names import MANIFEST, MAX_NAME_LENGTH, SCHEMA_VERSION, validate_name
-from .records import Artifact, Profile, Reference
-from .stores import GenericStore, ProfileStore
+from facefix.profiles.editor import ProfileEditor
+from facefix.profiles.names import (
+    MANIFEST,
+    MAX_NAME_LENGTH,
+    SCHEMA_VERSION,
+    validate_name,
+)
+from facefix.profiles.records import Artifact, Profile, Reference
+from facefix.profiles.stores import GenericStore, ProfileStore
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -15,24 +15,24 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ProfileError
-from ..hashing import file_sha256
-from ..restorers.base import CROP_SIZE
-from .names import (
+from facefix.errors import ProfileError
+from facefix.hashing import file_sha256
+from facefix.profiles.names import (
     _BACKEND_RE,
     _SHA256_RE,
     _TMP_PREFIX,
     SCHEMA_VERSION,
     _validate_kind,
 )
-from .records import Artifact, Reference, _now
-from .storage import (
+from facefix.profiles.records import Artifact, Reference, _now
+from facefix.profiles.storage import (
     _atomic_write,
     _fsync_dir,
     _lock,
     _plain_json,
     _Slot,
 )
+from facefix.restorers.base import CROP_SIZE
 
 logger = logging.getLogger(__name__)
 

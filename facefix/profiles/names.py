@@ -6,7 +6,7 @@ import logging
 import re
 import unicodedata
 
-from ..errors import UsageError
+from facefix.errors import UsageError
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ProfileError
+from facefix.errors import ProfileError
 
 logger = logging.getLogger(__name__)
 

@@ -15,14 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ProfileError
-from .names import (
-    _TMP_PREFIX,
-    MANIFEST,
-    SCHEMA_VERSION,
-    _validate_kind,
-)
-from .records import Artifact, Profile, Reference
+from facefix.errors import ProfileError
+from facefix.profiles.names import _TMP_PREFIX, MANIFEST, SCHEMA_VERSION, _validate_kind
+from facefix.profiles.records import Artifact, Profile, Reference
 
 logger = logging.getLogger(__name__)
 

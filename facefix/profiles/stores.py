@@ -14,20 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from .. import paths
-from ..errors import ProfileError
-from ..restorers.base import CROP_SIZE
-from .editor import ProfileEditor
-from .names import (
-    MANIFEST,
-    validate_name,
-)
-from .records import Artifact, Profile
-from .storage import (
-    _fsync_dir,
-    _lock,
-    _Slot,
-)
+from facefix import paths
+from facefix.errors import ProfileError
+from facefix.profiles.editor import ProfileEditor
+from facefix.profiles.names import MANIFEST, validate_name
+from facefix.profiles.records import Artifact, Profile
+from facefix.profiles.storage import _fsync_dir, _lock, _Slot
+from facefix.restorers.base import CROP_SIZE
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Face restorers: aligned 512x512 crops in, restored crops out, batched."""
 
-from .base import Restorer
+from facefix.restorers.base import Restorer
 
 __all__ = ["Restorer"]

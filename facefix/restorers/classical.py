@@ -35,8 +35,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..degrade import to_luma
-from .base import check_crops
+from facefix.degrade import to_luma
+from facefix.restorers.base import check_crops
 
 #: Name shown to users and in reports.
 NAME = "classical/generic"

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..colorfix import color_fix
-from ..errors import ModelError, ProfileError
-from .base import Restorer, check_crops
-from .graphs import GraphedDenoiser
+from facefix.colorfix import color_fix
+from facefix.errors import ModelError, ProfileError
+from facefix.restorers.base import Restorer, check_crops
+from facefix.restorers.graphs import GraphedDenoiser
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,12 @@ def personalize(
         adapter_name: peft adapter name (several people can share loaded parts,
             see :class:`facefix.restorers.loading.DiffusionRestorers`); default ``facefix``.
     """
-    from ..tuning.lora import ADAPTER, apply_guide_adapter, apply_unet_lora, tensors_digest
+    from facefix.tuning.lora import (
+        ADAPTER,
+        apply_guide_adapter,
+        apply_unet_lora,
+        tensors_digest,
+    )
 
     adapter_name = adapter_name or ADAPTER
     if unet_lora is not None:
@@ -178,7 +183,7 @@ class DiffusionRestorer:
         self.device = torch.device(device) if device is not None else parts.device
         self.dtype = parts.dtype
         if settings.fuse_lora:
-            from ..tuning.lora import merge_adapters
+            from facefix.tuning.lora import merge_adapters
 
             merge_adapters(parts.unet)
             merge_adapters(parts.guide)
@@ -224,8 +229,8 @@ class DiffusionRestorer:
             ModelError: weights missing (names the id, where it looked and the
                 ``facefix models pull`` command).
         """
-        from ..diffusion_parts import load_parts
-        from ..models import ModelSet, locate, resolve_model_set
+        from facefix.diffusion_parts import load_parts
+        from facefix.models import ModelSet, locate, resolve_model_set
 
         if not isinstance(model_set, ModelSet):
             model_set = resolve_model_set(model_set)

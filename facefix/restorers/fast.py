@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ModelError, UsageError
-from .base import check_crops
+from facefix.errors import ModelError, UsageError
+from facefix.restorers.base import check_crops
 
 logger = logging.getLogger(__name__)
 

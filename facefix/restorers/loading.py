@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from ..errors import ProfileError, UsageError
-from ..profiles import GenericStore, ProfileStore
-from .base import Restorer
+from facefix.errors import ProfileError, UsageError
+from facefix.profiles import GenericStore, ProfileStore
+from facefix.restorers.base import Restorer
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class FastRestorers:
         self._cache: dict[str | None, Restorer] = {}
 
     def _load(self, tensors, settings, name: str) -> Restorer:
-        from .fast import FastRestorer
+        from facefix.restorers.fast import FastRestorer
 
         return FastRestorer.load(tensors, settings, name=name, device=self.device, tta=self.tta)
 
@@ -81,7 +81,7 @@ class FastRestorers:
         if not self._has_generic_model():
             # A fresh install, or the generic model was removed with the person it
             # learned from: the weight-free restorer keeps restore working.
-            from .classical import ClassicalRestorer
+            from facefix.restorers.classical import ClassicalRestorer
 
             log.info("no trained generic restorer yet (it is trained when someone is enrolled with "
                      "'facefix enroll NAME DIR'); using the classical one (denoise, deblock, deblur)")
@@ -98,7 +98,7 @@ class FastRestorers:
 
 
 def _model_set(model_set):
-    from ..models import ModelSet, resolve_model_set
+    from facefix.models import ModelSet, resolve_model_set
 
     return model_set if isinstance(model_set, ModelSet) else resolve_model_set(model_set)
 
@@ -124,7 +124,7 @@ def choose_engine(engine: str, model_set=None, *, device: str = "auto") -> tuple
         return engine, None
     import torch
 
-    from ..models import is_available
+    from facefix.models import is_available
 
     reasons = []
     if device != "auto" and not str(device).startswith("cuda"):
@@ -200,11 +200,11 @@ def make_provider(
     fast = FastRestorers(store, generic, device=device, tta=tta)
     if concrete == "fast":
         if references:
-            from .reference import GuidedRestorers
+            from facefix.restorers.reference import GuidedRestorers
 
             return GuidedRestorers(fast, store)
         return fast
-    from .diffusion import SamplerSettings
+    from facefix.restorers.diffusion import SamplerSettings
 
     settings = SamplerSettings()
     settings = replace(settings, steps=settings.steps if steps is None else steps,
@@ -248,8 +248,8 @@ class DiffusionRestorers:
 
     def __init__(self, store: ProfileStore, generic: GenericStore, *, model_set=None, device: str = "auto",
                  tta: bool = False, settings=None, fast: FastRestorers | None = None):
-        from ..models import locate
-        from .diffusion import SamplerSettings
+        from facefix.models import locate
+        from facefix.restorers.diffusion import SamplerSettings
 
         self.store = store
         self.generic = generic
@@ -271,7 +271,7 @@ class DiffusionRestorers:
         if self._parts is None:
             import torch
 
-            from ..diffusion_parts import load_parts
+            from facefix.diffusion_parts import load_parts
 
             dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
             log.info("loading diffusion model set %s (%s)", self.model_set.name, dtype)
@@ -280,7 +280,7 @@ class DiffusionRestorers:
         return self._parts
 
     def _make(self, person: str, adapters, prompt: str, name: str) -> Restorer:
-        from .diffusion import DiffusionRestorer
+        from facefix.restorers.diffusion import DiffusionRestorer
 
         parts = self.parts
         key = self._bank.add(person, *adapters)
@@ -302,7 +302,7 @@ class DiffusionRestorers:
 
     def _adapters_of(self, person: str):
         """``(unet_lora, guide_adapter or None)`` of ``person`` for this model set, or None."""
-        from ..tuning.dual_pivot import guide_kind, unet_lora_kind
+        from facefix.tuning.dual_pivot import guide_kind, unet_lora_kind
 
         key = self.model_set.key
         kinds = self.store.load(person).artifacts
@@ -364,7 +364,7 @@ class _AdapterBank:
     def add(self, person: str, unet_lora, guide_adapter) -> str:
         import torch
 
-        from .diffusion import personalize
+        from facefix.restorers.diffusion import personalize
 
         if person in self.names:
             return self.names[person]

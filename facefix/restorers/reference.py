@@ -34,10 +34,16 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..degrade import to_luma
-from ..faces.landmarks import LEFT_EYE, OUTER_LIPS, RIGHT_EYE, aligned_landmarks68, face_region_mask
-from .base import Restorer, check_crops
-from .guides import GuideSet, landmark_map, rank_guides, warp_guide
+from facefix.degrade import to_luma
+from facefix.faces.landmarks import (
+    LEFT_EYE,
+    OUTER_LIPS,
+    RIGHT_EYE,
+    aligned_landmarks68,
+    face_region_mask,
+)
+from facefix.restorers.base import Restorer, check_crops
+from facefix.restorers.guides import GuideSet, landmark_map, rank_guides, warp_guide
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ModelError, UsageError
-from ..restorers.fast import FastConfig, FastNet, export_weights, weights_settings
-from .fast_train import (
+from facefix.errors import ModelError, UsageError
+from facefix.restorers.fast import FastConfig, FastNet, export_weights, weights_settings
+from facefix.tuning.fast_train import (
     Batch,
     StepInfo,
     TrainConfig,
@@ -31,7 +31,7 @@ from .fast_train import (
     restoration_loss,
     resume_point,
 )
-from .pseudo_targets import _down
+from facefix.tuning.pseudo_targets import _down
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from typing import Callable
 
 import numpy as np
 
-from ..restorers.base import Restorer
-from . import common
-from .generic_faces import cached_class_images, cached_generic_faces
-from .stage1 import Stage1Config, train_stage1
-from .stage2 import Degrade, Stage2Config, train_stage2
+from facefix.restorers.base import Restorer
+from facefix.tuning import common
+from facefix.tuning.generic_faces import cached_class_images, cached_generic_faces
+from facefix.tuning.stage1 import Stage1Config, train_stage1
+from facefix.tuning.stage2 import Degrade, Stage2Config, train_stage2
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..degrade import (
+from facefix.degrade import (
     Augmentation,
     DegradationRecipe,
     augment,
@@ -37,8 +37,8 @@ from ..degrade import (
     get_recipe,
     sample_degradation,
 )
-from ..errors import ModelError, UsageError
-from ..restorers.fast import (
+from facefix.errors import ModelError, UsageError
+from facefix.restorers.fast import (
     FastConfig,
     FastNet,
     FastRestorer,

@@ -36,7 +36,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..paths import cache_dir
+from facefix.paths import cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ModelError
+from facefix.errors import ModelError
 
 #: Attention projections of every transformer block (self- and cross-attention).
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")

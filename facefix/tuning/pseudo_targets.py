@@ -35,8 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ModelError, UsageError
-from ..restorers.base import CROP_SIZE
+from facefix.errors import ModelError, UsageError
+from facefix.restorers.base import CROP_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class PseudoTargetConfig:
 
 def restorer_digest(restorer) -> str:
     """A content hash of a restorer's weights and settings (names the cache entries it made)."""
-    from ..restorers.fast import FastRestorer
+    from facefix.restorers.fast import FastRestorer
 
     # Only a trained CNN has weights to hash; a weight-free restorer (the
     # classical one) is fully named by its name. Asked by type, not by

@@ -21,8 +21,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import common
-from .lora import UNET_TARGETS, add_lora, apply_unet_lora, unet_lora_tensors
+from facefix.tuning import common
+from facefix.tuning.lora import (
+    UNET_TARGETS,
+    add_lora,
+    apply_unet_lora,
+    unet_lora_tensors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +209,7 @@ def _load_lora_into_training(unet, tensors: dict) -> None:
     """Copy checkpointed LoRA values into the freshly added (trainable) adapter."""
     from diffusers.utils import convert_unet_state_dict_to_peft
 
-    from .lora import _set_state
+    from facefix.tuning.lora import _set_state
 
     stripped = {k[len("unet.") :]: v for k, v in tensors.items()}
     _set_state(unet, convert_unet_state_dict_to_peft(stripped), "facefix", "stage-1 checkpoint")

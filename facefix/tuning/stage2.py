@@ -28,9 +28,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..restorers.base import Restorer
-from . import common
-from .lora import UNET_TARGETS, add_guide_adapter, guide_adapter_tensors, tensors_digest
+from facefix.restorers.base import Restorer
+from facefix.tuning import common
+from facefix.tuning.lora import (
+    UNET_TARGETS,
+    add_guide_adapter,
+    guide_adapter_tensors,
+    tensors_digest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +216,7 @@ def train_stage2(
 
 
 def _load_adapter_into_training(guide, tensors: dict) -> None:
-    from .lora import _set_state
+    from facefix.tuning.lora import _set_state
 
     lora = {k[len("lora.") :]: v for k, v in tensors.items() if k.startswith("lora.")}
     _set_state(guide, lora, "facefix", "stage-2 checkpoint")
