@@ -32,9 +32,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from facefix.restorers.fast import TINY_CONFIG, FastConfig, FastRestorer  # noqa: E402
-from facefix.tuning.adapt import FinetuneConfig, finetune_on_pairs  # noqa: E402
-from facefix.tuning.fast_train import TrainConfig  # noqa: E402
-from facefix.tuning.pseudo_targets import (  # noqa: E402
+from facefix.training.finetune import FinetuneConfig, finetune_on_pairs  # noqa: E402
+from facefix.training.loop import TrainConfig  # noqa: E402
+from facefix.training.pseudo_targets import (  # noqa: E402
     PseudoTargetConfig,
     PseudoTargetSampler,
     generate_pseudo_targets,
@@ -85,7 +85,7 @@ def bench_finetune(config: FastConfig, label: str, device: str, steps: int, patc
 @torch.no_grad()
 def cpu_real_estimate(config: PseudoTargetConfig) -> dict:
     """Time one real-size UNet call, VAE decode and encode on the CPU; extrapolate one pseudo-target."""
-    from facefix.diffusion_parts import build_random_sd15
+    from facefix.modelsets.parts import build_random_sd15
 
     parts = build_random_sd15(device="cpu", dtype=torch.float32)
     sampler = PseudoTargetSampler(parts, config)
@@ -121,7 +121,7 @@ def main() -> None:
     config = PseudoTargetConfig(strength=args.strength, steps=args.steps)
     rows = []
     if args.device.startswith("cuda"):
-        from facefix.diffusion_parts import build_random_sd15
+        from facefix.modelsets.parts import build_random_sd15
 
         parts = build_random_sd15(device=args.device, dtype=torch.float16)
         for batch in (1, 4):

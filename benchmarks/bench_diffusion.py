@@ -34,14 +34,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facefix.diffusion_parts import build_random_sd15
+from facefix.modelsets.parts import build_random_sd15
 from facefix.restorers.diffusion import DiffusionRestorer, SamplerSettings
-from facefix.tuning.common import checkpointing_for
-from facefix.tuning.dual_pivot import DualPivotConfig
-from facefix.tuning.generic_faces import generate_images, generic_prompts
-from facefix.tuning.lora import UNET_TARGETS, add_lora
-from facefix.tuning.stage1 import Stage1Config, train_stage1
-from facefix.tuning.stage2 import Stage2Config, train_stage2
+from facefix.training.diffusion_loop import checkpointing_for
+from facefix.training.dual_pivot import DualPivotConfig
+from facefix.training.generic_faces import generate_images, generic_prompts
+from facefix.training.lora import UNET_TARGETS, add_lora
+from facefix.training.stage1 import Stage1Config, train_stage1
+from facefix.training.stage2 import Stage2Config, train_stage2
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from facefix.restorers.fast import FastConfig, FastNet, FastRestorer, cpu_has_bf16
-from facefix.tuning.fast_train import PairSampler, TrainConfig, restoration_loss
+from facefix.training.loop import PairSampler, TrainConfig, restoration_loss
 
 
 def _cpu_name() -> str:

@@ -6,14 +6,14 @@
 
 The folder is built from photos that installed packages ship: insightface's
 t1.jpg (a group photo, six faces), scikit-image's astronaut, and re-framed
-variants of both (``facefix.samples.make_variants``). The generic fast
+variants of both (``facefix.photos.samples.make_variants``). The generic fast
 restorer is the default-size network with untrained weights (its speed does
 not depend on what it learned), in a throw-away FACEFIX_HOME; faces are found
 with the dlib backend unless ``--backend`` says otherwise.
 
 Two ways are timed, each the median of ``--runs`` runs, on the same folder:
 ``sequential`` (``restore_file`` per photo: read, detect, restore, write,
-one after another) and ``pipelined`` (:class:`facefix.prefetch.BatchRunner`:
+one after another) and ``pipelined`` (:class:`facefix.restore.runner.BatchRunner`:
 reading, detection and writing overlap the restorer, faces of several photos
 share a restorer call). Both restore on a worker thread (see ``in_thread``). Wall time on a shared machine partly measures the
 neighbours; process CPU time is printed too.
@@ -54,7 +54,7 @@ def describe_machine() -> dict:
 def build_folder(folder: Path, copies: int, large: bool) -> list[Path]:
     from PIL import Image
 
-    from facefix import samples
+    from facefix.photos import samples
 
     folder.mkdir(parents=True, exist_ok=True)
     group, portrait = samples.insightface_image("t1.jpg"), samples.skimage_image("astronaut.png")
@@ -66,7 +66,7 @@ def build_folder(folder: Path, copies: int, large: bool) -> list[Path]:
     if large:  # a 48 MP "scan": 8000x6000, the group photo enlarged
         with Image.open(group) as im:
             im.convert("RGB").resize((8000, 6000), Image.Resampling.LANCZOS).save(folder / "scan_48mp.jpg", quality=90)
-    from facefix.enroll import scan_photos
+    from facefix.enroll.select import scan_photos
 
     return scan_photos(folder)
 
@@ -102,13 +102,13 @@ def main() -> int:
     try:
         make_home(work / "home")
         photos = build_folder(work / "photos", args.copies, args.large)
-        from facefix.batch import plan_jobs
         from facefix.faces import get_analyzer
-        from facefix.matching import Gallery
-        from facefix.pipeline import RestoreOptions, restore_file
-        from facefix.prefetch import BatchRunner
         from facefix.profiles import GenericStore, ProfileStore
-        from facefix.restorers.loading import FastRestorers
+        from facefix.providers.engines import FastRestorers
+        from facefix.restore.matching import Gallery
+        from facefix.restore.pipeline import RestoreOptions, restore_file
+        from facefix.restore.plan import plan_jobs
+        from facefix.restore.runner import BatchRunner
 
         analyzer = get_analyzer(args.backend)
         store = ProfileStore()

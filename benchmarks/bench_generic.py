@@ -3,7 +3,7 @@
 Each clean 512 face is scored at two sizes, as ``facefix eval`` does: at 512
 (degraded in the template) and at 256 (area-shrunk, degraded there, enlarged
 bicubically into the template as restore does, restored, brought back and
-scored at 256). Levels are :data:`facefix.degrade.LEVELS`. Per face: PSNR and
+scored at 256). Levels are :data:`facefix.quality.degrade.LEVELS`. Per face: PSNR and
 SSIM against the clean face, and the sharpness ratio (variance of the
 Laplacian of luma inside the face's ellipse, output / degraded input).
 
@@ -32,8 +32,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # a shared machine: one core per 
 import cv2
 import numpy as np
 
-from facefix.degrade import LEVELS, degrade_level, resize_like_alignment, to_luma
-from facefix.metrics import psnr, ssim
+from facefix.quality.degrade import (
+    LEVELS,
+    degrade_level,
+    resize_like_alignment,
+    to_luma,
+)
+from facefix.quality.metrics import psnr, ssim
 
 SIZES = (512, 256)
 EXTS = {".png", ".jpg", ".jpeg"}
@@ -86,8 +91,8 @@ def methods(generic_home: Path | None, deblur_cnn: bool) -> dict:
     found = {"classical": ClassicalRestorer()}
     if generic_home is not None:
         from facefix.profiles import GenericStore
+        from facefix.providers.engines import FAST_KIND
         from facefix.restorers.fast import FastRestorer
-        from facefix.restorers.loading import FAST_KIND
 
         tensors, settings = GenericStore(generic_home / "generic").load_artifact(FAST_KIND)
         found["cnn"] = FastRestorer.load(tensors, settings, name="fast/generic", device="cpu")

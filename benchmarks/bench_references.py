@@ -4,7 +4,7 @@ For each person (a folder of their photos): enroll them in a scratch
 FACEFIX_HOME, hold out ``--holdout`` distinct photos, degrade the held-out
 faces at the moderate and severe levels at ``--face-size`` px (as small faces
 in photos are), restore them and score against the originals with
-``facefix eval``'s own code (:func:`facefix.evaluate.evaluate_person`): PSNR,
+``facefix eval``'s own code (:func:`facefix.evaluate.run.evaluate_person`): PSNR,
 SSIM, identity distance (dlib), sharpness ratio and expression error.
 
 Methods:
@@ -49,9 +49,9 @@ def trained_models(name: str, sets: dict, args):
     """``facefix eval``'s two models for this person's split: loaded from ``--models`` or trained."""
     import hashlib
 
+    from facefix.enroll.fast import GENERIC_SHARE_NEW
     from facefix.restorers.fast import FastRestorer
-    from facefix.training import GENERIC_SHARE_NEW
-    from facefix.tuning.fast_train import train_fast
+    from facefix.training.loop import train_fast
 
     split = hashlib.sha256(np.ascontiguousarray(sets["crops"][sets["test_idx"]]).tobytes()).hexdigest()[:12]
     folder = (args.models / f"{name}-{split}-{args.budget:g}min") if args.models else None
@@ -96,7 +96,7 @@ def main() -> int:
     import cv2
     import torch
 
-    from facefix.evaluate import eval_training_sets, evaluate_person
+    from facefix.evaluate.run import eval_training_sets, evaluate_person
     from facefix.faces import get_analyzer
     from facefix.profiles import ProfileStore
     from facefix.restorers.classical import ClassicalRestorer

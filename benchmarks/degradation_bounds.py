@@ -39,12 +39,12 @@ def main() -> int:
     sys.path.insert(0, str(Path(__file__).parent))
     from eval_real_people import enroll_people
 
-    from facefix import paths
-    from facefix.degrade import LEVELS, degrade_fixed, degrade_level
-    from facefix.evaluate import _resize, degradation_seed, eval_training_sets
+    from facefix.common import paths
+    from facefix.evaluate.run import _resize, degradation_seed, eval_training_sets
     from facefix.faces import get_analyzer
-    from facefix.metrics import psnr
-    from facefix.samples import face_recognition_photos
+    from facefix.photos.samples import face_recognition_photos
+    from facefix.quality.degrade import LEVELS, degrade_fixed, degrade_level
+    from facefix.quality.metrics import psnr
 
     store = enroll_people(face_recognition_photos(paths.cache_dir() / "eval-photos"), get_analyzer("dlib"))
     print(f"{'seed':>4} {'face':>4} {'level':9} {'input':>7} {'no JPEG':>15} {'no noise, no JPEG':>18}")

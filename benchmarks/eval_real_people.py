@@ -31,10 +31,9 @@ import numpy as np
 
 def add_sample_people(store, analyzer) -> None:
     """Every face in the sample photos that installed packages ship, one profile each."""
-    from facefix import samples
+    from facefix.common.files import file_sha256
     from facefix.faces import estimate_alignment, warp_face
-    from facefix.hashing import file_sha256
-    from facefix.photos import read_photo
+    from facefix.photos import read_photo, samples
 
     sources = [samples.insightface_image("t1.jpg"), samples.insightface_image("Tom_Hanks_54745.png"),
                samples.skimage_image("astronaut.png")]
@@ -52,7 +51,7 @@ def add_sample_people(store, analyzer) -> None:
 
 def enroll_photos(store, name: str, files, analyzer) -> int:
     """Enroll ``files`` as ``name`` (enroll's own selection, no training); how many were kept."""
-    from facefix.enroll import select_references
+    from facefix.enroll.select import select_references
 
     selection = select_references(files, analyzer, min_face=48)
     for r in selection.rejected:
@@ -100,14 +99,14 @@ def main() -> int:
                         "instead of training here")
     args = parser.parse_args()
 
-    from facefix import paths, samples
+    from facefix.common import paths, samples
 
     photos = samples.face_recognition_photos(paths.cache_dir() / "eval-photos")
     home = Path(tempfile.mkdtemp(prefix="facefix-eval-real-"))
     os.environ["FACEFIX_HOME"] = str(home)
     import torch
 
-    from facefix.evaluate import evaluate_person
+    from facefix.evaluate.run import evaluate_person
     from facefix.faces import get_analyzer
 
     if args.threads:
@@ -117,7 +116,7 @@ def main() -> int:
     if args.sample_people:
         add_sample_people(store, analyzer)
     if args.export:
-        from facefix.evaluate import eval_training_sets
+        from facefix.evaluate.run import eval_training_sets
 
         sets = eval_training_sets("obama", store=store, holdout=args.holdout, seed=args.seed)
         args.export.mkdir(parents=True, exist_ok=True)
@@ -132,7 +131,7 @@ def main() -> int:
         trained["steps"] = json.loads((args.trained / "steps.json").read_text())["steps"]
     from dataclasses import replace
 
-    from facefix.tuning.fast_train import TrainConfig
+    from facefix.training.loop import TrainConfig
 
     overrides = {k: v for k, v in (("lr_scratch", args.lr_scratch), ("lr_finetune", args.lr_finetune)) if v}
     for item in args.train:
@@ -140,7 +139,7 @@ def main() -> int:
         if key.startswith("recipe."):  # one range of the recipe, e.g. recipe.scale=0.8,16
             from dataclasses import replace as with_field
 
-            from facefix.degrade import get_recipe
+            from facefix.quality.degrade import get_recipe
 
             base = overrides.get("recipe", "default")
             base = get_recipe(base) if isinstance(base, str) else base

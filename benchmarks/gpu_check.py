@@ -203,7 +203,7 @@ class Check:
         from fake_hub import FakeHub, controlnet_like_guide, sd15_like_base
 
         from facefix.cli.main import main as cli_main
-        from facefix.models import DEFAULT_MODEL_SET, REGISTRY
+        from facefix.modelsets.registry import DEFAULT_MODEL_SET, REGISTRY
 
         model_set = REGISTRY[DEFAULT_MODEL_SET]
         folders = self.work / "modelset"
@@ -240,7 +240,7 @@ class Check:
                 "detail": f"{len(lines)} files ok against the {'/'.join(sources)} hashes"}
 
     def enroll(self) -> dict:
-        from facefix import samples
+        from facefix.photos import samples
 
         plan = self.plan
         refs, generic = self.work / "photos" / PERSON, self.work / "generic"
@@ -267,7 +267,7 @@ class Check:
                           f"images, generic faces 1 given + {plan.painted_generic} painted"}
 
     def restore(self) -> dict:
-        from facefix import samples
+        from facefix.photos import samples
 
         out_dir = self.work / "restored"
         out, _, peak = self.facefix(
@@ -333,7 +333,7 @@ class Check:
         plan = self.plan
 
         def measure(bench):
-            from facefix.tuning.lora import UNET_TARGETS, add_lora
+            from facefix.training.lora import UNET_TARGETS, add_lora
 
             args = self.bench_args("restore")
 
@@ -398,7 +398,7 @@ def build_real_folders(where: Path, device: str) -> tuple[Path, Path]:
     from tiny_diffusion import write_tiny_tokenizer_files
     from transformers import CLIPTokenizer
 
-    from facefix.diffusion_parts import (
+    from facefix.modelsets.parts import (
         SD15_SCHEDULER_CONFIG,
         SD15_TEXT_CONFIG,
         build_random_sd15,

@@ -38,7 +38,7 @@ from PIL import Image
 
 def degrade_photo(rgb: np.ndarray, *, shrink: float = 5.0, seed: int = 0) -> np.ndarray:
     """A small, soft, noisy copy, as an old print scanned at low resolution (JPEG comes when saved)."""
-    from facefix.degrade import degrade_fixed, resize_like_alignment
+    from facefix.quality.degrade import degrade_fixed, resize_like_alignment
 
     h, w = rgb.shape[:2]
     small = resize_like_alignment(rgb, round(w / shrink), round(h / shrink))
@@ -59,12 +59,11 @@ def main() -> int:
     out: Path = args.out
     os.environ.setdefault("FACEFIX_HOME", str((out / "home").resolve()))
 
-    from facefix import samples
     from facefix.cli.main import main as facefix
     from facefix.faces import estimate_alignment, get_analyzer, warp_face
-    from facefix.metrics import face_sharpness, psnr
-    from facefix.photos import read_photo
+    from facefix.photos import read_photo, samples
     from facefix.profiles import ProfileStore
+    from facefix.quality.metrics import face_sharpness, psnr
 
     photos = samples.face_recognition_photos()
     refs = out / "references"

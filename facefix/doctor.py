@@ -5,9 +5,10 @@ from __future__ import annotations
 import importlib.util
 import platform
 
-from facefix import __version__, paths
+from facefix import __version__
+from facefix.common import paths
 from facefix.faces import describe_backends, resolve_backend
-from facefix.models import offline as models_offline
+from facefix.modelsets.registry import offline as models_offline
 
 
 def _torch_info() -> dict:
@@ -36,7 +37,7 @@ def _xformers() -> dict:
 
 
 def _diffusion_weights() -> list[dict]:
-    from facefix.models import describe_model_sets
+    from facefix.modelsets.registry import describe_model_sets
 
     return describe_model_sets()
 

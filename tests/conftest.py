@@ -11,7 +11,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 
-from facefix import samples
+from facefix.photos import samples
 
 
 def pytest_collection_modifyitems(config, items):

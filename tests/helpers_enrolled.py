@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facefix import samples
+from facefix.photos import samples
 
 
 def facefix(*args, home: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -28,10 +28,10 @@ def facefix(*args, home: Path, env: dict | None = None, timeout: float = 600) ->
 
 def make_enrolled_home(root: Path) -> Path:
     """Enroll 'astro' and train tiny generic + personal fast restorers under ``root/home``."""
+    from facefix.enroll.fast import train_person
     from facefix.profiles import GenericStore, ProfileStore
     from facefix.restorers.fast import TINY_CONFIG
-    from facefix.training import train_person
-    from facefix.tuning.fast_train import TrainConfig
+    from facefix.training.loop import TrainConfig
 
     refs = root / "refs"
     samples.make_variants(samples.skimage_image("astronaut.png"), refs, count=5, seed=3)

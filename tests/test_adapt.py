@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from tiny_diffusion import BlurRestorer, save_tiny_model_set, smooth_faces, tiny_parts
 
-from facefix.diffusion_parts import DiffusionParts
+from facefix.modelsets.parts import DiffusionParts
 from facefix.restorers.fast import TINY_CONFIG, FastRestorer
-from facefix.tuning.adapt import FinetuneConfig, evaluate_pairs, finetune_on_pairs
-from facefix.tuning.fast_train import TrainConfig
-from facefix.tuning.pseudo_targets import (
+from facefix.training.finetune import FinetuneConfig, evaluate_pairs, finetune_on_pairs
+from facefix.training.loop import TrainConfig
+from facefix.training.pseudo_targets import (
     PseudoTargetConfig,
     PseudoTargetSampler,
     generate_pseudo_targets,
@@ -225,16 +225,15 @@ def test_adapt_without_weights_says_what_it_needs(tmp_path):
 def test_adapt_end_to_end_with_the_tiny_model_set(tmp_path, portrait_photo):
     from PIL import Image
 
-    from facefix import samples
-    from facefix.adapted import AdaptedRestorers, AdaptedStore, load_adapted
-    from facefix.degrade import degrade_fixed
+    from facefix.adapt.album import AdaptedRestorers, AdaptedStore, load_adapted
+    from facefix.enroll.fast import train_person
     from facefix.faces import get_analyzer
-    from facefix.matching import Gallery
-    from facefix.photos import read_photo
-    from facefix.pipeline import RestoreOptions, restore_file
+    from facefix.photos import read_photo, samples
     from facefix.profiles import GenericStore, ProfileStore
-    from facefix.restorers.loading import FastRestorers
-    from facefix.training import train_person
+    from facefix.providers.engines import FastRestorers
+    from facefix.quality.degrade import degrade_fixed
+    from facefix.restore.matching import Gallery
+    from facefix.restore.pipeline import RestoreOptions, restore_file
 
     home = tmp_path / "home"
     refs = tmp_path / "refs"

@@ -11,9 +11,9 @@ import pytest
 from helpers_enrolled import facefix, is_valid_image, shared_enrolled_home, small_photos
 from PIL import Image
 
-from facefix.batch import plan_jobs
 from facefix.errors import UsageError
-from facefix.runstate import (
+from facefix.restore.plan import plan_jobs
+from facefix.restore.record import (
     STATE_NAME,
     RunState,
     file_sha256,
@@ -248,10 +248,10 @@ class TinyProvider:
 
 def test_runner_batches_faces_across_photos_records_and_goes_on(tmp_path, group_photo):
     from facefix.faces import get_analyzer
-    from facefix.matching import Gallery
-    from facefix.pipeline import RestoreOptions
-    from facefix.prefetch import BatchRunner
     from facefix.profiles import ProfileStore
+    from facefix.restore.matching import Gallery
+    from facefix.restore.pipeline import RestoreOptions
+    from facefix.restore.runner import BatchRunner
 
     album = tmp_path / "album"
     album.mkdir()

@@ -20,21 +20,21 @@ import torch
 from PIL import Image
 from tiny_diffusion import save_tiny_model_set
 
-from facefix import samples
-from facefix.diffusion_enroll import dual_pivot_config, tune_person
+from facefix.enroll.diffusion import dual_pivot_config, tune_person
+from facefix.enroll.fast import train_person
 from facefix.errors import ModelError, ProfileError
+from facefix.photos import samples
 from facefix.profiles import GenericStore, ProfileStore
-from facefix.restorers.fast import TINY_CONFIG
-from facefix.restorers.loading import (
+from facefix.providers.engines import (
     DiffusionRestorers,
     FastRestorers,
     choose_engine,
     make_provider,
 )
+from facefix.restorers.fast import TINY_CONFIG
 from facefix.restorers.reference import GuidedRestorers
-from facefix.training import train_person
-from facefix.tuning.common import TrainProgress
-from facefix.tuning.fast_train import TrainConfig
+from facefix.training.diffusion_loop import TrainProgress
+from facefix.training.loop import TrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -117,7 +117,7 @@ def test_enroll_with_the_diffusion_engine_stores_both_adapters(world, home):
 
 
 def test_personalized_restorer_differs_from_the_fast_one_and_switching_is_exact(world, home, monkeypatch):
-    import facefix.diffusion_parts as diffusion_parts
+    import facefix.modelsets.parts as diffusion_parts
 
     loads = []
     real_load = diffusion_parts.load_parts
@@ -260,7 +260,7 @@ def test_pulled_from_the_hub_then_enroll_and_restore_offline(world, portrait_pho
     from fake_hub import FakeHub, controlnet_like_guide, sd15_like_base
 
     from facefix.cli.main import main as cli_main
-    from facefix.models import ModelSet, write_local_model_set
+    from facefix.modelsets.registry import ModelSet, write_local_model_set
 
     cache, home = tmp_path / "hf", tmp_path / "home"
     shutil.copytree(world["home"], home)  # astro with a fast model; the world's own profile untouched

@@ -14,13 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facefix import samples
-from facefix.degrade import degrade_fixed, degrade_level
-from facefix.photos import read_photo
+from facefix.enroll.fast import train_person
+from facefix.photos import read_photo, samples
 from facefix.profiles import GenericStore, ProfileStore
+from facefix.quality.degrade import degrade_fixed, degrade_level
 from facefix.restorers.fast import TINY_CONFIG
-from facefix.training import train_person
-from facefix.tuning.fast_train import TrainConfig
+from facefix.training.loop import TrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -86,8 +85,8 @@ def test_enroll_rejects_each_bad_reference_with_its_reason(world):
 
 
 def test_training_makes_generic_then_person_model_that_restore_better_than_the_input(world, monkeypatch):
+    from facefix.providers.engines import FAST_KIND
     from facefix.restorers.fast import FastRestorer
-    from facefix.restorers.loading import FAST_KIND
 
     generic, person = world["trained"]
     assert (generic.stage, person.stage) == ("generic", "astro")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facefix import degrade as D
 from facefix.errors import UsageError
-from facefix.metrics import psnr
+from facefix.quality import degrade as D
+from facefix.quality.metrics import psnr
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def test_log_scale_draws_each_doubling_of_the_downscale_equally_often():
 def test_a_small_face_is_degraded_at_its_own_size_then_enlarged(face):
     """Noise and JPEG of a 128-px face come out as 4-px blobs in the template, not pixel
     grain; the same recipe costs a smaller face more; the caps bound the total loss."""
-    from facefix.degrade import Degradation, degrade_enlarged
+    from facefix.quality.degrade import Degradation, degrade_enlarged
 
     flat = np.full((256, 256, 3), 0.5, np.float32)
     noisy = Degradation(0.1, 0.1, 0.0, 1.0, 20.0, None)

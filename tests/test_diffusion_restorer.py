@@ -7,17 +7,17 @@ import pytest
 import torch
 from tiny_diffusion import BlurRestorer, save_tiny_model_set, smooth_faces
 
-from facefix.colorfix import (
+from facefix.errors import ModelError, ProfileError
+from facefix.restorers.base import Restorer
+from facefix.restorers.colorfix import (
     adain_color_fix,
     color_fix,
     wavelet_color_fix,
     wavelet_decompose,
 )
-from facefix.errors import ModelError, ProfileError
-from facefix.restorers.base import Restorer
 from facefix.restorers.diffusion import DiffusionRestorer, SamplerSettings
-from facefix.tuning.stage1 import Stage1Config, train_stage1
-from facefix.tuning.stage2 import Stage2Config, train_stage2
+from facefix.training.stage1 import Stage1Config, train_stage1
+from facefix.training.stage2 import Stage2Config, train_stage2
 
 FAST = SamplerSettings(steps=3, batch_size=2)
 
@@ -34,8 +34,8 @@ def tiny_set(tmp_path_factory):
 @pytest.fixture(scope="module")
 def artifacts(tiny_set):
     """A person's two artifacts, trained briefly on the tiny set loaded from disk."""
-    from facefix.diffusion_parts import load_model_set
-    from facefix.models import resolve_model_set
+    from facefix.modelsets.parts import load_model_set
+    from facefix.modelsets.registry import resolve_model_set
 
     parts = load_model_set(resolve_model_set(str(tiny_set)))
     stage1 = train_stage1(parts, smooth_faces(3, 64), Stage1Config(steps=4, lr=1e-2))

@@ -9,21 +9,21 @@ import pytest
 import torch
 from tiny_diffusion import BlurRestorer, smooth_faces, tiny_parts
 
-from facefix.tuning import common
-from facefix.tuning.dual_pivot import (
+from facefix.training import diffusion_loop as common
+from facefix.training.dual_pivot import (
     DualPivotConfig,
     guide_kind,
     run_dual_pivot,
     unet_lora_kind,
 )
-from facefix.tuning.generic_faces import cached_generic_faces, generic_prompts
-from facefix.tuning.lora import (
+from facefix.training.generic_faces import cached_generic_faces, generic_prompts
+from facefix.training.lora import (
     apply_guide_adapter,
     apply_unet_lora,
     save_unet_lora_file,
 )
-from facefix.tuning.stage1 import Stage1Config, train_stage1
-from facefix.tuning.stage2 import Stage2Config, train_stage2
+from facefix.training.stage1 import Stage1Config, train_stage1
+from facefix.training.stage2 import Stage2Config, train_stage2
 
 FAST1 = Stage1Config(steps=40, lr=5e-3, batch_size=2, checkpoint_every=10, gradient_checkpointing=False)
 FAST2 = Stage2Config(steps=12, lr=5e-3, batch_size=2, warmup=0, checkpoint_every=4)
@@ -182,8 +182,8 @@ def test_class_images_are_painted_from_the_class_prompt_stage1_trains_them_under
     Painting them from the portrait prompts (as generic faces are) and training
     them under the class prompt would shift the class prior, not preserve it.
     """
-    from facefix.paths import cache_dir
-    from facefix.tuning import dual_pivot, generic_faces
+    from facefix.common.paths import cache_dir
+    from facefix.training import dual_pivot, generic_faces
 
     painted, trained = [], []
     real_generate, real_train = generic_faces.generate_images, dual_pivot.train_stage1
@@ -211,7 +211,7 @@ def test_class_images_are_painted_from_the_class_prompt_stage1_trains_them_under
     # DreamBooth's reference script paints them with the pipeline's defaults: CFG 7.5, no negative prompt.
     assert all(kw.get("guidance_scale") == 7.5 and kw.get("negative_prompt") == "" for _, kw in painted)
 
-    from facefix.tuning.generic_faces import cached_class_images, class_images_key
+    from facefix.training.generic_faces import cached_class_images, class_images_key
 
     # Cached apart from stage 2's generic faces ...
     folders = [p.parent for p in cache_dir().rglob("0000.png")]
@@ -237,7 +237,7 @@ def test_class_images_are_painted_from_the_class_prompt_stage1_trains_them_under
 
 def test_topping_up_a_cache_paints_the_images_a_full_run_would(parts, tmp_path):
     """Noise comes from each image's index in the cache: one prompt, topped up, never repeats an image."""
-    from facefix.tuning.generic_faces import cached_class_images
+    from facefix.training.generic_faces import cached_class_images
 
     cached_class_images(parts, "a photo of a person", 2, steps=2, directory=tmp_path / "topped")
     topped = cached_class_images(parts, "a photo of a person", 3, steps=2, directory=tmp_path / "topped")
@@ -260,7 +260,7 @@ def test_run_dual_pivot_returns_both_artifacts(parts, references, tmp_path):
 
 
 def test_gradient_checkpointing_auto_is_off_where_memory_is_not_short():
-    from facefix.tuning.common import checkpointing_for
+    from facefix.training.diffusion_loop import checkpointing_for
 
     assert checkpointing_for("auto", torch.device("cpu")) is False
     assert checkpointing_for(True, torch.device("cpu")) is True
@@ -271,7 +271,7 @@ def test_gradient_checkpointing_auto_is_off_where_memory_is_not_short():
 
 def test_no_surviving_painted_face_still_stacks_with_the_references():
     """Alignment can drop every painted face; the empty set must take the references' size."""
-    from facefix.tuning.dual_pivot import _resize
+    from facefix.training.dual_pivot import _resize
 
     empty = _resize(np.zeros((0, 32, 32, 3), np.float32), 512)
     assert empty.shape == (0, 512, 512, 3)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facefix import samples
-from facefix.enroll import scan_photos, select_references
+from facefix.enroll.select import scan_photos, select_references
 from facefix.faces import get_analyzer
+from facefix.photos import samples
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,15 @@ import cv2
 import numpy as np
 import pytest
 
-from facefix import samples
-from facefix.enroll import scan_photos, select_references
+from facefix.enroll.fast import GENERIC_SHARE_NEW
+from facefix.enroll.select import scan_photos, select_references
 from facefix.errors import UsageError
-from facefix.evaluate import BASELINE, evaluate_person
+from facefix.evaluate.run import BASELINE, evaluate_person
 from facefix.faces import get_analyzer
+from facefix.photos import samples
 from facefix.profiles import ProfileStore
 from facefix.restorers.fast import TINY_CONFIG, FastRestorer
-from facefix.training import GENERIC_SHARE_NEW
-from facefix.tuning.fast_train import TrainConfig
+from facefix.training.loop import TrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -107,7 +107,7 @@ def test_eval_methods_follow_the_restorers_given(astro):
 
 
 def test_contact_sheet_takes_any_columns_and_zooms_into_eyes_and_mouth():
-    from facefix.evaluate import ZOOM_BOXES_512, ZOOM_GAP, contact_sheet
+    from facefix.evaluate.run import ZOOM_BOXES_512, ZOOM_GAP, contact_sheet
 
     faces = np.stack([_textured(s) for s in range(2)]).astype(np.float32) / 255.0
     half = np.stack([cv2.resize(f, (256, 256), interpolation=cv2.INTER_AREA) for f in faces])
@@ -131,7 +131,7 @@ def _textured(seed: int) -> np.ndarray:
 
 
 def test_crops_of_one_photo_are_held_out_together_and_others_split_as_before():
-    from facefix.evaluate import holdout_split, photo_groups
+    from facefix.evaluate.run import holdout_split, photo_groups
 
     faces = [_textured(s) for s in range(4)]
     partial = faces[0].copy()

@@ -13,12 +13,12 @@ import cv2
 import numpy as np
 import pytest
 
-from facefix import samples
-from facefix.degrade import degrade_level, resize_like_alignment
 from facefix.errors import UsageError
 from facefix.faces import estimate_alignment, get_analyzer, warp_face
 from facefix.faces.landmarks import LEFT_EYE, OUTER_LIPS, RIGHT_EYE, aligned_landmarks68
-from facefix.metrics import (
+from facefix.photos import read_photo, samples
+from facefix.quality.degrade import degrade_level, resize_like_alignment
+from facefix.quality.metrics import (
     expression_error,
     expression_errors,
     face_sharpness,
@@ -26,7 +26,6 @@ from facefix.metrics import (
     sharpness_ratio,
     template_face_mask,
 )
-from facefix.photos import read_photo
 
 
 def _aligned(path, pick) -> np.ndarray:

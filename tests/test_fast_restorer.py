@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from facefix.degrade import DegradationRecipe
 from facefix.errors import ModelError, UsageError
+from facefix.quality.degrade import DegradationRecipe
 from facefix.restorers.base import Restorer
 from facefix.restorers.fast import TINY_CONFIG, FastRestorer
-from facefix.tuning.fast_train import (
+from facefix.training.loop import (
     CHECKPOINT_NAME,
     PairSampler,
     TrainConfig,
@@ -212,7 +212,7 @@ def test_learning_rate_is_the_scratch_or_finetune_rate_unless_given(faces):
 
 
 def test_batches_made_ahead_in_threads_are_the_batches_made_one_by_one(faces):
-    from facefix.tuning.fast_train import BatchPrefetcher
+    from facefix.training.loop import BatchPrefetcher
 
     def make_all(workers: int) -> list:
         sampler = PairSampler(faces, TINY_TRAIN, np.random.default_rng(7))

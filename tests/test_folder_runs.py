@@ -23,11 +23,11 @@ import pytest
 from helpers_enrolled import facefix, is_valid_image, shared_enrolled_home, small_photos
 from PIL import Image
 
-from facefix.batch import plan_jobs
 from facefix.errors import UsageError
-from facefix.prefetch import Outcome
-from facefix.report import ReportWriter
-from facefix.runstate import STATE_NAME, RunState, file_sha256, settings_key
+from facefix.restore.plan import plan_jobs
+from facefix.restore.record import STATE_NAME, RunState, file_sha256, settings_key
+from facefix.restore.report import ReportWriter
+from facefix.restore.runner import Outcome
 
 #: A file name that is not valid UTF-8 (Latin-1 "café"), as Python sees it.
 CAFE = os.fsdecode(b"caf\xe9.jpg")
@@ -110,7 +110,7 @@ def test_no_face_job_is_done_without_an_output_unless_a_copy_is_asked(tmp_path):
 
 
 def test_report_writes_non_utf8_names_readably_and_exactly(tmp_path):
-    from facefix.batch import Job
+    from facefix.restore.plan import Job
 
     job = Job(tmp_path / CAFE, tmp_path / os.fsdecode(b"caf\xe9_r.jpg"))
     writer = ReportWriter(tmp_path / "r.jsonl")

@@ -11,14 +11,19 @@ import pytest
 import torch
 from helpers_enrolled import facefix, make_enrolled_home
 
-from facefix import samples
-from facefix.degrade import degrade_fixed, degrade_level, resize_like_alignment, to_luma
-from facefix.forget import generic_learned_from, remove_person
-from facefix.metrics import psnr
+from facefix.enroll.forget import generic_learned_from, remove_person
+from facefix.photos import samples
 from facefix.profiles import GenericStore, ProfileStore
+from facefix.providers.engines import FAST_KIND, FastRestorers
+from facefix.quality.degrade import (
+    degrade_fixed,
+    degrade_level,
+    resize_like_alignment,
+    to_luma,
+)
+from facefix.quality.metrics import psnr
 from facefix.restorers.base import Restorer
 from facefix.restorers.classical import ClassicalRestorer, estimate_blur, estimate_noise
-from facefix.restorers.loading import FAST_KIND, FastRestorers
 
 
 def _rgb(path) -> np.ndarray:

@@ -86,7 +86,7 @@ def test_a_face_that_already_has_the_grain_gets_almost_none_added():
 
 def test_grain_amount_is_checked():
     from facefix.errors import UsageError
-    from facefix.pipeline import RestoreOptions
+    from facefix.restore.pipeline import RestoreOptions
 
     with pytest.raises(UsageError, match="--grain"):
         RestoreOptions(grain=3.0)
@@ -107,9 +107,9 @@ class _SmoothingRestorers:
 
 def test_restore_with_grain_gives_a_grainy_sepia_scans_face_the_photos_grain(portrait_photo):
     from facefix.faces import get_analyzer
-    from facefix.matching import Gallery
     from facefix.photos import read_photo
-    from facefix.pipeline import RestoreOptions, restore_image
+    from facefix.restore.matching import Gallery
+    from facefix.restore.pipeline import RestoreOptions, restore_image
 
     rgb = read_photo(portrait_photo).rgb_float()
     gray = rgb @ np.array([0.299, 0.587, 0.114], np.float32)

@@ -101,12 +101,12 @@ def test_people_switching_on_shared_parts_gives_the_eager_pixels(tmp_path):
     import numpy as np
     from tiny_diffusion import save_tiny_model_set, smooth_faces
 
-    from facefix.diffusion_parts import load_model_set
-    from facefix.models import resolve_model_set
+    from facefix.modelsets.parts import load_model_set
+    from facefix.modelsets.registry import resolve_model_set
+    from facefix.providers.engines import _AdapterBank, _Switched
     from facefix.restorers.diffusion import DiffusionRestorer, SamplerSettings
-    from facefix.restorers.loading import _AdapterBank, _Switched
-    from facefix.tuning.stage1 import Stage1Config, train_stage1
-    from facefix.tuning.stage2 import Stage2Config, train_stage2
+    from facefix.training.stage1 import Stage1Config, train_stage1
+    from facefix.training.stage2 import Stage2Config, train_stage2
 
     def noisy(face, rng):
         return np.clip(face + rng.normal(0, 0.08, face.shape), 0, 1).astype(np.float32)

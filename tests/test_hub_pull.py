@@ -18,9 +18,9 @@ from fake_hub import FakeHub, controlnet_like_guide, http_response, sd15_like_ba
 from tiny_diffusion import save_tiny_model_set
 
 from facefix.cli.main import main as cli_main
-from facefix.diffusion_parts import load_parts
 from facefix.errors import ModelError
-from facefix.models import ModelSet, locate, pull, verify
+from facefix.modelsets.parts import load_parts
+from facefix.modelsets.registry import ModelSet, locate, pull, verify
 
 BASE, BOTH, TILE = "org/tiny-sd15", "org/tiny-canny", "org/tiny-tile"
 
@@ -201,7 +201,7 @@ def test_pulled_set_restores_with_the_diffusion_restorer(hub, monkeypatch):
 def test_doctor_reports_each_model_set_on_disk_and_verified(hub, tmp_path, monkeypatch, capsys):
     import json
 
-    from facefix.models import write_local_model_set
+    from facefix.modelsets.registry import write_local_model_set
 
     pull(hub_set(BOTH))
     spec = write_local_model_set(tmp_path / "hubset", hub_set(BOTH)).parent
@@ -243,7 +243,7 @@ def test_dependency_floors_cover_the_apis_the_code_calls():
             floors[match[1].lower().replace("-", "_")] = Version(match[2])
     # CLIPTextModel.from_pretrained(dtype=...): transformers >= 4.56 (before it, torch_dtype only).
     assert floors["transformers"] >= Version("4.56")
-    # huggingface_hub.errors with GatedRepoError/DisabledRepoError/HTTPError, as facefix.models uses them;
+    # huggingface_hub.errors with GatedRepoError/DisabledRepoError/HTTPError, as facefix.modelsets.registry uses them;
     # transformers 4.56 itself needs huggingface_hub >= 0.34.
     assert floors["huggingface_hub"] >= Version("0.34")
     assert Version(transformers.__version__) >= floors["transformers"]

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from facefix.faces import get_analyzer
-from facefix.matching import Gallery, assign
+from facefix.restore.matching import Gallery, assign
 
 
 @pytest.fixture(scope="module")

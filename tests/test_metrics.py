@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from facefix.errors import UsageError
-from facefix.metrics import embedding_distance, identity_similarity, psnr, ssim
+from facefix.quality.metrics import embedding_distance, identity_similarity, psnr, ssim
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import torch
 from fake_hub import FakeHub, controlnet_like_guide, sd15_like_base
 from tiny_diffusion import save_tiny_model_set
 
-from facefix.diffusion_parts import build_random_sd15, load_parts
 from facefix.errors import ModelError, UsageError
-from facefix.models import (
+from facefix.modelsets.parts import build_random_sd15, load_parts
+from facefix.modelsets.registry import (
     DEFAULT_MODEL_SET,
     REGISTRY,
     ModelSet,
@@ -27,7 +27,7 @@ from facefix.models import (
     resolve_model_set,
     verify,
 )
-from facefix.tuning.lora import UNET_TARGETS, guide_zero_convs, matching_targets
+from facefix.training.lora import UNET_TARGETS, guide_zero_convs, matching_targets
 
 
 @pytest.fixture(scope="module")

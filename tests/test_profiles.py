@@ -15,7 +15,7 @@ import pytest
 import torch
 import typer
 
-from facefix import paths
+from facefix.common import paths
 from facefix.errors import ProfileError, UsageError
 from facefix.profiles import (
     SCHEMA_VERSION,

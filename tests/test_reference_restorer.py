@@ -10,12 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facefix import samples
-from facefix.degrade import degrade_fixed
 from facefix.faces import estimate_alignment, get_analyzer, warp_face
 from facefix.faces.landmarks import aligned_landmarks68, face_region_mask
-from facefix.metrics import psnr
-from facefix.photos import read_photo
+from facefix.photos import read_photo, samples
+from facefix.quality.degrade import degrade_fixed
+from facefix.quality.metrics import psnr
 from facefix.restorers.guides import (
     GuideSet,
     expression_features,

@@ -13,8 +13,8 @@ import tarfile
 
 import pytest
 
-from facefix import samples
 from facefix.errors import FacefixError
+from facefix.photos import samples
 
 PHOTOS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "obama_partial_face.jpg", "obama_partial_face2.jpg", "biden.jpg")
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from helpers_enrolled import facefix
 
-from facefix import samples
+from facefix.enroll.fast import train_person
+from facefix.photos import samples
 from facefix.profiles import GenericStore, ProfileStore
 from facefix.restorers.fast import TINY_CONFIG
-from facefix.training import train_person
-from facefix.tuning import fast_train
-from facefix.tuning.fast_train import TrainConfig
+from facefix.training import loop as fast_train
+from facefix.training.loop import TrainConfig
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facefix.diffusion_parts import DiffusionParts
-from facefix.models import ModelSet, write_local_model_set
+from facefix.modelsets.parts import DiffusionParts
+from facefix.modelsets.registry import ModelSet, write_local_model_set
 
 TINY_RESOLUTION = 32
 TINY_SCHEDULER_CONFIG = {
@@ -170,7 +170,7 @@ def tiny_parts(directory: Path, condition: str = "image") -> DiffusionParts:
 def save_tiny_model_set(directory: Path, condition: str = "image", name: str = "tiny") -> Path:
     """Write a local model-set directory (``base/`` pipeline + ``guide/``) in diffusers format.
 
-    Loadable by ``facefix.models.resolve_model_set(str(directory))`` and the
+    Loadable by ``facefix.modelsets.registry.resolve_model_set(str(directory))`` and the
     same loader a hub snapshot goes through.
     """
     from diffusers import DDIMScheduler, StableDiffusionPipeline

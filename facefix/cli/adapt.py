@@ -57,9 +57,9 @@ def adapt_command(
     pseudo-target, cached), and the fast restorer is fine-tuned on the
     (original, pseudo-target) pairs. Restoring then needs no diffusion.
     """
-    from facefix.adapted import AdaptCallbacks, adapt_album, default_name
+    from facefix.adapt.album import AdaptCallbacks, adapt_album, default_name
     from facefix.profiles import validate_name
-    from facefix.tuning.pseudo_targets import PseudoTargetConfig
+    from facefix.training.pseudo_targets import PseudoTargetConfig
 
     if person != "auto":
         person = validate_name(person)
@@ -114,7 +114,7 @@ def adapt_command(
 @adapted_app.command("list")
 def list_adapted(json_: JsonOpt = False) -> None:
     """List the adapted restorers: album, person, faces, loss before → after."""
-    from facefix.adapted import AdaptedStore
+    from facefix.adapt.album import AdaptedStore
     from facefix.errors import FacefixError
 
     store = AdaptedStore()
@@ -147,7 +147,7 @@ def rm_adapted(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
 ) -> None:
     """Delete an adapted restorer (cached pseudo-targets stay; 'facefix adapt' reuses them)."""
-    from facefix.adapted import AdaptedStore
+    from facefix.adapt.album import AdaptedStore
 
     store = AdaptedStore()
     info = store.info(name)

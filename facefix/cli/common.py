@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from facefix.report import printable
+from facefix.restore.report import printable
 
 #: Data (JSON, tables meant to be piped) goes to stdout ...
 out = Console(soft_wrap=True)

@@ -2,7 +2,7 @@
 
 ``--engine fast`` trains the compact CNN; ``--engine diffusion`` (or ``auto``
 with a CUDA GPU and the model set on disk) then personalizes the diffusion
-restorer with Dual-Pivot Tuning (:mod:`facefix.diffusion_enroll`).
+restorer with Dual-Pivot Tuning (:mod:`facefix.enroll.diffusion`).
 """
 
 from __future__ import annotations
@@ -24,12 +24,17 @@ from rich.table import Table
 
 from facefix.cli.common import BackendOpt, DeviceOpt, err, out
 from facefix.cli.main import app
-from facefix.enroll import FEW_REFERENCES, MIN_FACE, scan_photos, select_references
+from facefix.enroll.fast import train_person
+from facefix.enroll.select import (
+    FEW_REFERENCES,
+    MIN_FACE,
+    scan_photos,
+    select_references,
+)
 from facefix.errors import ProfileError, UsageError
 from facefix.faces import get_analyzer
 from facefix.profiles import GenericStore, ProfileStore, validate_name
-from facefix.restorers.loading import ENGINES, FAST_KIND, choose_engine
-from facefix.training import train_person
+from facefix.providers.engines import ENGINES, FAST_KIND, choose_engine
 
 
 @app.command("enroll")
@@ -93,8 +98,8 @@ def enroll_command(
 
 def _plan_diffusion(engine: str, model_set: str | None, *, device: str, **counts):
     """``(ModelSet, DualPivotConfig)`` when diffusion tuning will run, else None (saying why for ``auto``)."""
-    from facefix.diffusion_enroll import dual_pivot_config
-    from facefix.models import locate, resolve_model_set
+    from facefix.enroll.diffusion import dual_pivot_config
+    from facefix.modelsets.registry import locate, resolve_model_set
 
     concrete, why = choose_engine(engine, model_set, device=device)
     if why:
@@ -198,8 +203,8 @@ _STAGE_LABELS = {"stage1": "diffusion stage 1 (generator)", "stage2": "diffusion
 def _tune(name: str, store: ProfileStore, plan, *, resume: bool, device: str, generic_folder: Path | None,
           backend: str) -> None:
     """Dual-Pivot Tuning with one progress display: stage, step, loss, ETA."""
-    from facefix.diffusion_enroll import tune_person
-    from facefix.tuning.common import TrainProgress
+    from facefix.enroll.diffusion import tune_person
+    from facefix.training.diffusion_loop import TrainProgress
 
     model_set, config = plan
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from facefix.cli.common import BackendOpt, DeviceOpt, JsonOpt, err, out
 from facefix.cli.main import app
-from facefix.evaluate import evaluate_person
+from facefix.evaluate.run import evaluate_person
 from facefix.faces import get_analyzer
 from facefix.photos import Photo, PhotoMeta, write_photo
 from facefix.profiles import ProfileStore

@@ -12,7 +12,7 @@ from rich.table import Table
 from facefix.cli.common import BackendOpt, JsonOpt, out, report_error
 from facefix.cli.main import app
 from facefix.errors import FacefixError
-from facefix.inspect_faces import draw_faces, find_faces
+from facefix.faces.inspect import draw_faces, find_faces
 
 
 @app.command("faces")

@@ -32,7 +32,7 @@ GuideOpt = Annotated[
 
 
 def _resolve(name, base, guide):
-    from facefix.models import resolve_model_set
+    from facefix.modelsets.registry import resolve_model_set
 
     return resolve_model_set(name, base=base, guide=guide)
 
@@ -40,7 +40,7 @@ def _resolve(name, base, guide):
 @models_app.command("list")
 def list_sets(json_: JsonOpt = False) -> None:
     """List the registered model sets and whether their weights are here."""
-    from facefix.models import (
+    from facefix.modelsets.registry import (
         DEFAULT_MODEL_SET,
         REGISTRY,
         is_available,
@@ -93,7 +93,7 @@ def pull_set(
     token: Annotated[str | None, typer.Option("--token", help="Hub token for gated repositories.")] = None,
 ) -> None:
     """Download a model set into the Hugging Face cache (with progress) and check its hashes."""
-    from facefix.models import pull, verify
+    from facefix.modelsets.registry import pull, verify
 
     model_set = _resolve(name, base, guide)
     err.print(f"pulling model set [bold]{escape(model_set.name)}[/bold] ({model_set.license or 'see its model card'})")
@@ -112,7 +112,7 @@ def pull_set(
 @models_app.command("path")
 def path_set(name: SetArg = None, *, base: BaseOpt = None, guide: GuideOpt = None, json_: JsonOpt = False) -> None:
     """Print where a model set's base and guide are (no network)."""
-    from facefix.models import locate
+    from facefix.modelsets.registry import locate
 
     paths = locate(_resolve(name, base, guide))
     if json_:
@@ -144,7 +144,7 @@ def verify_set(
 ) -> None:
     """Check a model set's files and their hashes (the hub's, or the manifest recorded at pull)."""
     from facefix.errors import ModelError
-    from facefix.models import verify
+    from facefix.modelsets.registry import verify
 
     model_set = _resolve(name, base, guide)
     report = verify(model_set, online=False if offline_ else None, token=token)

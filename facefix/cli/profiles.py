@@ -142,7 +142,7 @@ def rm(
         if not typer.confirm(f"Delete profile {profile.name!r} ({what})?", err=True):
             err.print("nothing deleted", highlight=False)
             raise typer.Exit(1)
-    from facefix.forget import remove_person
+    from facefix.enroll.forget import remove_person
 
     removal = remove_person(profile.name, store=store)
     err.print(f"removed profile {escape(repr(profile.name))}", highlight=False)

@@ -1,8 +1,8 @@
 """``facefix restore``: restore the faces in photos or whole folders of photos.
 
-Wiring and printing only: planning is :mod:`facefix.batch`, the pipelined run
-:mod:`facefix.prefetch`, the resume record :mod:`facefix.runstate`, the
-``--report`` file :mod:`facefix.report`.
+Wiring and printing only: planning is :mod:`facefix.restore.plan`, the pipelined run
+:mod:`facefix.restore.runner`, the resume record :mod:`facefix.restore.record`, the
+``--report`` file :mod:`facefix.restore.report`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from facefix.adapted import AdaptedRestorers, AdaptedStore
-from facefix.batch import Job, plan_jobs
+from facefix.adapt.album import AdaptedRestorers, AdaptedStore
 from facefix.cli.common import (
     BackendOpt,
     DeviceOpt,
@@ -42,14 +41,15 @@ from facefix.cli.main import app
 from facefix.errors import ProfileError, UsageError
 from facefix.faces import get_analyzer
 from facefix.faces.analyzer import resolve_backend
-from facefix.matching import Gallery
-from facefix.pipeline import RestoreOptions
-from facefix.prefetch import BatchRunner, Outcome, restored_faces
 from facefix.profiles import GenericStore, ProfileStore
-from facefix.report import ReportWriter, json_safe
-from facefix.restorers import loading
+from facefix.providers import engines as loading
+from facefix.restore.matching import Gallery
+from facefix.restore.pipeline import RestoreOptions
+from facefix.restore.plan import Job, plan_jobs
+from facefix.restore.record import RunState, settings_key, sweep_partials
+from facefix.restore.report import ReportWriter, json_safe
+from facefix.restore.runner import BatchRunner, Outcome, restored_faces
 from facefix.restorers.reference import FUSION_VERSION
-from facefix.runstate import RunState, settings_key, sweep_partials
 
 #: Up to this many photos, the per-face table is printed (on stdout) at the end;
 #: past it, use --json or --report.

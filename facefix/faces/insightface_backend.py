@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facefix import paths
+from facefix.common import paths
 from facefix.errors import FaceError
 from facefix.faces.align import TEMPLATE_512
 from facefix.faces.types import Face, unit

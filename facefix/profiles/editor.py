@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from facefix.common.files import file_sha256
 from facefix.errors import ProfileError
-from facefix.hashing import file_sha256
 from facefix.profiles.names import (
     _BACKEND_RE,
     _SHA256_RE,

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from facefix import paths
+from facefix.common import paths
 from facefix.errors import ProfileError
 from facefix.profiles.editor import ProfileEditor
 from facefix.profiles.names import MANIFEST, validate_name

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facefix.degrade import to_luma
+from facefix.quality.degrade import to_luma
 from facefix.restorers.base import check_crops
 
 #: Name shown to users and in reports.

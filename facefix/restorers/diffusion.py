@@ -28,9 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facefix.colorfix import color_fix
 from facefix.errors import ModelError, ProfileError
 from facefix.restorers.base import Restorer, check_crops
+from facefix.restorers.colorfix import color_fix
 from facefix.restorers.graphs import GraphedDenoiser
 
 log = logging.getLogger(__name__)
@@ -124,9 +124,9 @@ def personalize(
         unet_lora: ``(tensors, settings)`` of kind ``diffusion/<set>/unet_lora``.
         guide_adapter: ``(tensors, settings)`` of kind ``diffusion/<set>/guide``.
         adapter_name: peft adapter name (several people can share loaded parts,
-            see :class:`facefix.restorers.loading.DiffusionRestorers`); default ``facefix``.
+            see :class:`facefix.providers.engines.DiffusionRestorers`); default ``facefix``.
     """
-    from facefix.tuning.lora import (
+    from facefix.training.lora import (
         ADAPTER,
         apply_guide_adapter,
         apply_unet_lora,
@@ -183,7 +183,7 @@ class DiffusionRestorer:
         self.device = torch.device(device) if device is not None else parts.device
         self.dtype = parts.dtype
         if settings.fuse_lora:
-            from facefix.tuning.lora import merge_adapters
+            from facefix.training.lora import merge_adapters
 
             merge_adapters(parts.unet)
             merge_adapters(parts.guide)
@@ -216,7 +216,7 @@ class DiffusionRestorer:
         """Load a model set from disk (no network) and a person's adapters.
 
         Args:
-            model_set: a :class:`~facefix.models.ModelSet`, a name or a directory; None: the default.
+            model_set: a :class:`~facefix.modelsets.registry.ModelSet`, a name or a directory; None: the default.
             unet_lora: the person's stage-1 artifact ``(tensors, settings)``; None: generic.
             guide_adapter: the person's stage-2 artifact; None: the generic guide.
             precleaner: the fast restorer.
@@ -229,8 +229,8 @@ class DiffusionRestorer:
             ModelError: weights missing (names the id, where it looked and the
                 ``facefix models pull`` command).
         """
-        from facefix.diffusion_parts import load_parts
-        from facefix.models import ModelSet, locate, resolve_model_set
+        from facefix.modelsets.parts import load_parts
+        from facefix.modelsets.registry import ModelSet, locate, resolve_model_set
 
         if not isinstance(model_set, ModelSet):
             model_set = resolve_model_set(model_set)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from facefix.degrade import to_luma
+from facefix.quality.degrade import to_luma
 from facefix.faces.landmarks import INNER_LIPS, LEFT_EYE, RIGHT_EYE, aligned_landmarks68
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facefix.degrade import to_luma
+from facefix.quality.degrade import to_luma
 from facefix.faces.landmarks import (
     LEFT_EYE,
     OUTER_LIPS,

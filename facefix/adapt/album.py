@@ -1,0 +1,409 @@
+"""Adapted restorers: fast restorers fine-tuned on one album's own faces (``facefix adapt``).
+
+Layout of ``paths.data_dir()/"adapted"/<name>/`` is a profile-store slot
+(:mod:`facefix.profiles`, the same crash-safe manifest + content-addressed
+artifacts as the generic model)::
+
+    manifest.json                       artifacts only (no references)
+    artifacts/fast-<hash>.safetensors   the adapted fast restorer; its settings
+                                        record the album, the person, the prior, the recipe
+    work/fast/adapt_train.ckpt          fine-tuning checkpoint for --resume
+
+Pseudo-targets are regenerable, so they live in the cache,
+``paths.cache_dir()/"adapt"/"pseudo_targets"``, named by content hash.
+
+For ``facefix restore --restorer NAME``: :func:`load_adapted` gives
+``(tensors, settings)`` and :class:`AdaptedRestorers` is a ready
+:class:`facefix.restore.pipeline.RestorerProvider`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facefix.common import paths
+from facefix.errors import FacefixError, ModelError, ProfileError, UsageError
+from facefix.profiles import GenericStore, ProfileStore, validate_name
+from facefix.profiles.storage import _Slot
+
+log = logging.getLogger(__name__)
+
+KIND = "fast"
+
+
+def pseudo_target_cache() -> Path:
+    """Where pseudo-targets are cached (content-addressed, shared by all albums)."""
+    return paths.cache_dir() / "adapt" / "pseudo_targets"
+
+
+class _AdaptedSlot(GenericStore):
+    """One adapted restorer's directory: the generic model's store mechanism, its own label."""
+
+    def __init__(self, root: Path, name: str):
+        super().__init__(root)
+        self._slot = _Slot(self.root, name, f"adapted restorer {name!r}", self.root / ".lock")
+
+
+class AdaptedStore:
+    """Every adapted restorer, one directory each.
+
+    Args:
+        root: default ``paths.data_dir()/"adapted"``.
+    """
+
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root is not None else paths.data_dir() / "adapted"
+
+    def names(self) -> list[str]:
+        """Names of the adapted restorers, sorted case-insensitively."""
+        if not self.root.is_dir():
+            return []
+        found = [p.name for p in self.root.iterdir()
+                 if p.name[:1] not in {".", "_"} and (p / "manifest.json").is_file()]
+        return sorted(found, key=lambda n: (n.casefold(), n))
+
+    def exists(self, name: str) -> bool:
+        return validate_name(name) in self.names()
+
+    def slot(self, name: str) -> _AdaptedSlot:
+        name = validate_name(name)
+        return _AdaptedSlot(self.root / name, name)
+
+    def _existing(self, name: str) -> _AdaptedSlot:
+        name = validate_name(name)
+        if name not in self.names():
+            have = ", ".join(self.names()) or "none yet"
+            raise ProfileError(f"no adapted restorer named {name!r} (have: {have}); "
+                               "make one with 'facefix adapt DIR --name NAME'")
+        return self.slot(name)
+
+    def commit(self, name: str, tensors: dict, settings: dict[str, Any]) -> None:
+        """Save (or replace) an adapted restorer atomically."""
+        self.slot(name).commit_artifact(KIND, tensors, settings)
+
+    def load(self, name: str, *, device: str = "cpu") -> tuple[dict, dict[str, Any]]:
+        """``(tensors, settings)`` of an adapted restorer, for :meth:`FastRestorer.load`."""
+        return self._existing(name).load_artifact(KIND, device=device)
+
+    def info(self, name: str) -> dict[str, Any]:
+        """A JSON-able summary (for ``facefix adapted list``)."""
+        slot = self._existing(name)
+        art = slot.load().artifacts.get(KIND)
+        if art is None:
+            raise ProfileError(f"adapted restorer {name!r} has no weights; run 'facefix adapt' again")
+        a = art.settings.get("adaptation", {})
+        t = art.settings.get("training", {})
+        return {"name": name, "album": a.get("album"), "person": a.get("person"), "faces": a.get("faces"),
+                "started_from": a.get("started_from"), "model_set": (a.get("prior") or {}).get("model_set"),
+                "steps": t.get("steps"), "seconds": t.get("seconds"), "loss_before": a.get("loss_before"),
+                "loss_after": a.get("loss_after"), "created": art.created.isoformat(), "path": str(slot.root)}
+
+    def for_folder(self, folder: Path) -> list[str]:
+        """Adapted restorers made from ``folder`` (album-wide ones first)."""
+        target = str(Path(folder).expanduser().resolve())
+        found = []
+        for name in self.names():
+            with contextlib.suppress(FacefixError):
+                info = self.info(name)
+                if info["album"] == target:
+                    found.append((info["person"] is not None, name))
+        return [n for _, n in sorted(found)]
+
+    def work_dir(self, name: str) -> Path:
+        """Scratch directory of the fine-tuning checkpoint (created)."""
+        return self.slot(name).work_dir(KIND)
+
+    def remove(self, name: str) -> None:
+        """Delete an adapted restorer (its cached pseudo-targets stay in the cache)."""
+        slot = self._existing(name)
+        trash = self.root / f".trash-{os.getpid()}-{slot.root.name}"
+        os.replace(slot.root, trash)  # a crash mid-delete never leaves half a restorer
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def load_adapted(name: str, *, store: AdaptedStore | None = None, device: str = "cpu") -> tuple[dict, dict[str, Any]]:
+    """``(tensors, settings)`` of the adapted restorer ``name`` (see :meth:`FastRestorer.load`)."""
+    return (store or AdaptedStore()).load(name, device=device)
+
+
+class AdaptedRestorers:
+    """A :class:`facefix.restore.pipeline.RestorerProvider` for ``--restorer NAME``.
+
+    An album-wide adapted restorer serves every face; one made for a person
+    (``facefix adapt --person NAME``) serves that person's faces, and
+    ``fallback`` (usually :class:`facefix.providers.engines.FastRestorers`) the others.
+    """
+
+    def __init__(self, name: str, fallback=None, *, store: AdaptedStore | None = None, device: str = "auto",
+                 tta: bool = False):
+        from facefix.providers.engines import resolve_device
+        from facefix.restorers.fast import FastRestorer
+
+        tensors, settings = load_adapted(name, store=store)
+        self.person = settings.get("adaptation", {}).get("person")
+        self.restorer = FastRestorer.load(tensors, settings, name=f"adapted/{name}", device=resolve_device(device),
+                                          tta=tta)
+        self.fallback = fallback
+
+    def get(self, person: str | None):
+        if self.person is None or person == self.person:
+            return self.restorer
+        if self.fallback is None:
+            raise UsageError(f"{self.restorer.name} was adapted for {self.person!r} only; pass a fallback provider")
+        return self.fallback.get(person)
+
+
+# --------------------------------------------------------------------------- the album
+
+
+@dataclass(frozen=True, eq=False)
+class AlbumFace:
+    """One face of the album: where it is, whose it is, its aligned crop (uint8 512x512)."""
+
+    source: Path
+    index: int
+    person: str | None
+    crop: np.ndarray = field(repr=False)
+
+
+def collect_album_faces(photos: Sequence[Path], analyzer, gallery, *, person: str = "auto", min_face: float = 16.0,
+                        max_faces: int | None = None,
+                        on_photo: Callable[[Path], None] | None = None) -> tuple[list[AlbumFace], list[tuple[Path, str]]]:
+    """Detect, match and align the album's faces, as ``facefix restore`` does.
+
+    Args:
+        photos: the album's files.
+        analyzer, gallery: face backend and enrolled people.
+        person: ``auto`` keeps every face (each with its person or None);
+            a name keeps only faces that match that person.
+        min_face: skip faces under this eye-to-mouth distance (source pixels).
+        max_faces: stop after this many faces.
+
+    Returns:
+        The faces, and ``(photo, reason)`` for photos that gave none.
+    """
+    from facefix.faces import estimate_alignment, warp_face
+    from facefix.photos import read_photo
+    from facefix.restore.matching import assign
+    from facefix.restorers.base import CROP_SIZE
+
+    faces: list[AlbumFace] = []
+    skipped: list[tuple[Path, str]] = []
+    for path in photos:
+        if max_faces is not None and len(faces) >= max_faces:
+            break
+        try:
+            rgb8 = read_photo(path).rgb8()
+            found = analyzer.detect(rgb8, embed=True)
+        except (FacefixError, OSError) as exc:
+            skipped.append((path, f"unreadable: {exc}"))
+            continue
+        finally:
+            if on_photo:
+                on_photo(path)
+        matches = assign(found, gallery, person=person, threshold=analyzer.same_person_similarity)
+        kept = 0
+        for i, (face, match) in enumerate(zip(found, matches)):
+            if face.eye_mouth < min_face:
+                continue
+            if person != "auto" and not (match.person == person and match.reason == "requested"):
+                continue
+            crop = warp_face(rgb8, estimate_alignment(face.landmarks, CROP_SIZE))
+            faces.append(AlbumFace(path, i, match.person, np.ascontiguousarray(crop, dtype=np.uint8)))
+            kept += 1
+            if max_faces is not None and len(faces) >= max_faces:
+                break
+        if not kept:
+            skipped.append((path, "no face found" if not found else
+                            ("no face of " + person if person != "auto" else f"faces under --min-face {min_face:g}")))
+    return faces, skipped
+
+
+@dataclass
+class AdaptCallbacks:
+    """Progress hooks for :func:`adapt_album` (the CLI draws bars with them)."""
+
+    on_stage: Callable[[str, int | None], None] | None = None  # (label, total units or None)
+    on_photo: Callable[[Path], None] | None = None
+    on_face: Callable[[int, bool], None] | None = None  # (index, reused from cache)
+    on_diffusion_step: Callable[[], None] | None = None
+    on_step: Callable[[Any], None] | None = None  # fine-tuning StepInfo
+
+
+@dataclass(frozen=True)
+class AdaptResult:
+    """What :func:`adapt_album` did. ``name`` is None when nothing was saved."""
+
+    name: str | None
+    faces: int
+    skipped: list[tuple[Path, str]]
+    made: int
+    reused: int
+    missing: int
+    interrupted: bool
+    steps: int = 0
+    seconds: float = 0.0
+    loss_before: float | None = None
+    loss_after: float | None = None
+    started_from: str | None = None
+
+
+def default_name(folder: Path, person: str) -> str:
+    """The album's folder name, plus ``-<person>`` for a person's adaptation."""
+    base = Path(folder).expanduser().resolve().name or "album"
+    return base if person == "auto" else f"{base}-{person}"
+
+
+def adapt_album(
+    folder: Path,
+    *,
+    name: str,
+    person: str = "auto",
+    model_set=None,
+    budget_s: float = 600.0,
+    pseudo_config=None,
+    finetune_config=None,
+    resume: bool = False,
+    max_faces: int | None = None,
+    max_new: int | None = None,
+    max_steps: int | None = None,
+    min_face: float = 16.0,
+    backend: str = "auto",
+    device: str = "auto",
+    store: ProfileStore | None = None,
+    generic: GenericStore | None = None,
+    adapted: AdaptedStore | None = None,
+    callbacks: AdaptCallbacks | None = None,
+) -> AdaptResult:
+    """Collect an album's faces, make pseudo-targets with the diffusion prior, fine-tune, save.
+
+    Args:
+        folder: the album (searched recursively).
+        name: the adapted restorer's name.
+        person: ``auto`` (every face; start from the generic restorer) or an enrolled
+            person (only their faces; start from their restorer).
+        model_set: diffusion model set (name, directory or ModelSet); None: the default.
+        budget_s: fine-tuning seconds (pseudo-target time depends on the faces, not on this).
+        pseudo_config: :class:`facefix.training.pseudo_targets.PseudoTargetConfig`.
+        finetune_config: :class:`facefix.training.finetune.FinetuneConfig`.
+        resume: continue an interrupted fine-tune (pseudo-targets are always reused).
+        max_faces: use at most this many faces.
+        max_new: make at most this many new pseudo-targets in this run.
+        max_steps: also stop fine-tuning after this many steps.
+
+    Raises:
+        ModelError: no diffusion weights (names the id and ``facefix models pull``), or no fast restorer.
+    """
+    import torch
+
+    from facefix.enroll.select import scan_photos
+    from facefix.faces import get_analyzer
+    from facefix.modelsets.parts import load_parts
+    from facefix.modelsets.registry import ModelSet, locate, resolve_model_set
+    from facefix.providers.engines import FastRestorers, resolve_device
+    from facefix.restore.matching import Gallery
+    from facefix.training.finetune import (
+        FinetuneConfig,
+        evaluate_pairs,
+        finetune_on_pairs,
+    )
+    from facefix.training.pseudo_targets import (
+        PseudoTargetConfig,
+        PseudoTargetSampler,
+        generate_pseudo_targets,
+    )
+
+    cb = callbacks or AdaptCallbacks()
+    name = validate_name(name)
+    store = store or ProfileStore()
+    generic = generic or GenericStore()
+    adapted = adapted or AdaptedStore()
+    pseudo_config = pseudo_config or PseudoTargetConfig()
+    finetune_config = finetune_config or FinetuneConfig()
+    device = resolve_device(device)
+    # 1. everything that can be missing, before any slow work
+    if person != "auto":
+        store.load(person)
+    model_set = model_set if isinstance(model_set, ModelSet) else resolve_model_set(model_set)
+    try:
+        model_paths = locate(model_set)
+    except ModelError as exc:
+        raise ModelError(f"facefix adapt needs the diffusion prior to make pseudo-targets. {exc}") from exc
+    restorers = FastRestorers(store, generic, device=device)
+    start = restorers.get(None if person == "auto" else person)
+    from facefix.restorers.fast import FastRestorer
+
+    if not isinstance(start, FastRestorer):
+        # Without a trained model the provider hands out the weight-free classical restorer: nothing to fine-tune.
+        raise ModelError(f"facefix adapt fine-tunes a trained fast restorer and there is none yet ({start.name} has "
+                         "no weights); enroll someone first with 'facefix enroll NAME DIR'")
+    photos = scan_photos(Path(folder))
+    if not photos:
+        raise UsageError(f"no photos (jpg, png, tif, webp, bmp) in {folder}")
+    # 2. the album's faces, each with its fast restorer
+    analyzer = get_analyzer(backend)
+    gallery = Gallery.from_store(store, analyzer)
+    if cb.on_stage:
+        cb.on_stage("finding faces", len(photos))
+    faces, skipped = collect_album_faces(photos, analyzer, gallery, person=person, min_face=min_face,
+                                         max_faces=max_faces, on_photo=cb.on_photo)
+    if not faces:
+        who = "" if person == "auto" else f" of {person}"
+        raise UsageError(f"no usable face{who} in {folder} ({len(skipped)} photos without one); "
+                         "check --person and --min-face")
+    crops = np.stack([f.crop for f in faces])
+    precleaners = [restorers.get(f.person) for f in faces]
+    # 3. pseudo-targets (cached per face; Ctrl-C keeps what is done)
+    if device == "cpu":
+        log.warning("no GPU: pseudo-targets run the diffusion model on the CPU (minutes per face at real size)")
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    parts = load_parts(model_paths, device=device, dtype=dtype)
+    sampler = PseudoTargetSampler(parts, pseudo_config)
+    if cb.on_stage:
+        cb.on_stage("pseudo-targets", len(faces))
+    made = generate_pseudo_targets(crops, precleaners, sampler, cache_dir=pseudo_target_cache(), max_new=max_new,
+                                   on_face=cb.on_face, on_step=cb.on_diffusion_step)
+    del sampler, parts
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    base = AdaptResult(None, len(faces), skipped, made.made, made.reused, made.missing, made.interrupted)
+    if made.interrupted or made.missing:
+        return base
+    targets = np.stack(made.targets)
+    # 4. fine-tune the start restorer on the pairs, within the budget
+    tensors, settings = start.state()
+    from facefix.restorers.fast import FastConfig
+
+    model_config = FastConfig.from_dict(settings["config"])
+    loss_before = evaluate_pairs(tensors, model_config, crops, targets, finetune_config, device=device)
+    if cb.on_stage:
+        cb.on_stage("fine-tuning", None)
+    result = finetune_on_pairs(crops, targets, init=tensors, model_config=model_config, budget_s=budget_s,
+                               max_steps=max_steps, checkpoint_dir=adapted.work_dir(name), resume=resume,
+                               on_step=cb.on_step, config=finetune_config, device=device)
+    loss_after = evaluate_pairs(result.tensors, model_config, crops, targets, finetune_config, device=device)
+    # 5. save, with how it was made
+    adaptation = {
+        "album": str(Path(folder).expanduser().resolve()),
+        "person": None if person == "auto" else person,
+        "faces": len(faces),
+        "photos": len({f.source for f in faces}),
+        "started_from": start.name,
+        "prior": model_paths.provenance(),
+        "pseudo_targets": pseudo_config.to_dict(),
+        "loss_before": round(loss_before, 6),
+        "loss_after": round(loss_after, 6),
+    }
+    adapted.commit(name, result.tensors, {**result.settings, "name": name, "adaptation": adaptation})
+    return AdaptResult(name, len(faces), skipped, made.made, made.reused, 0, result.interrupted, result.steps,
+                       float(result.settings["training"]["seconds"]), loss_before, loss_after, start.name)
+

@@ -1,0 +1,126 @@
+"""The ``--report FILE`` of a batch: JSON Lines, one record per photo and per face.
+
+Records are appended as each photo finishes (a photo's lines in one write,
+flushed), so a report of an interrupted run holds every photo finished so far
+and never half a line::
+
+    {"record": "photo", "file": "...", "output": "...", "status": "restored", "why": "new",
+     "faces": 2, "seconds": 1.21, "error": null}
+    {"record": "face", "file": "...", "face": 0, "box": [...], "person": "alice",
+     "similarity": 0.93, "match": "matched", "restorer": "fast/alice", "skipped": null,
+     "seconds": 0.18, "error": null}
+
+``status`` is ``restored``, ``no face`` (nothing to restore: ``output`` is
+null, or the copy ``--copy-unchanged`` wrote), ``skipped`` (done by an
+earlier run; see ``why``: ``done`` or ``done, no face``) or ``failed``
+(``error`` names the file and the fix).
+
+File names are bytes on Linux and need not be UTF-8. The report is UTF-8
+JSON, so a name that is not valid UTF-8 is written readable, each
+undecodable byte as the four characters ``\\xNN`` (``caf\\xe9.jpg``), and its
+exact bytes are given too, base64-encoded, in ``file_bytes`` (``output_bytes``
+for the output); those keys appear only for such names. To get the path
+back: ``base64.b64decode(r["file_bytes"])`` if present, else ``r["file"]``. ``similarity`` is the
+cosine similarity of the face's identity embedding to the chosen person (for
+a generic face: to the closest enrolled person); distance = 1 - similarity.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+from pathlib import Path
+from typing import IO
+
+from facefix.errors import UsageError
+from facefix.restore.runner import Outcome
+
+
+def printable(text: str) -> str:
+    """``text`` as valid Unicode: a surrogate-escaped byte (from a non-UTF-8
+    file name) becomes ``\\xNN``; everything else is unchanged."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+_PATH_KEYS = ("file", "output")
+
+
+def json_safe(record: dict) -> dict:
+    """A record that encodes as UTF-8 JSON, with non-UTF-8 names recoverable (see the module doc)."""
+    safe = {}
+    for key, value in record.items():
+        if isinstance(value, str):
+            safe[key] = printable(value)
+            if key in _PATH_KEYS and _not_utf8(value):
+                safe[f"{key}_bytes"] = base64.b64encode(os.fsencode(value)).decode("ascii")
+        else:
+            safe[key] = value
+    return safe
+
+
+def _not_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def outcome_records(outcome: Outcome) -> list[dict]:
+    """The report lines of one job: its photo record, then one per face."""
+    job, result = outcome.job, outcome.result
+    faces = result.faces if result is not None else ()
+    restored = [f for f in faces if f.skipped is None]
+    if result is not None:
+        output = None if result.output is None else str(result.output)
+    else:
+        output = None if outcome.status == "skipped" and outcome.why == "done, no face" else str(job.target)
+    photo = {
+        "record": "photo",
+        "file": str(job.source),
+        "output": output,
+        "status": outcome.status,
+        "why": outcome.why or None,
+        "faces": len(restored),
+        "seconds": round(outcome.seconds, 4),
+        "error": outcome.error,
+    }
+    per_face = outcome.restore_seconds / len(restored) if restored else 0.0
+    records = [photo]
+    for face in faces:
+        records.append({"record": "face", "file": str(job.source), **face.to_dict(),
+                        "seconds": round(per_face, 4) if face.skipped is None else 0.0,
+                        "error": None})
+    return [json_safe(r) for r in records]
+
+
+class ReportWriter:
+    """Append outcomes to a JSON Lines file (thread-safe; one write per photo).
+
+    Args:
+        path: the report file; replaced at the start of a run.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh: IO[str] = open(self.path, "w", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--report {self.path}: cannot be written ({exc.strerror or exc}); "
+                             "give a writable file path") from exc
+
+    def write(self, outcome: Outcome) -> None:
+        if outcome.status == "cancelled":
+            return
+        block = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in outcome_records(outcome))
+        with self._lock:
+            self._fh.write(block)
+            self._fh.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._fh.close()
