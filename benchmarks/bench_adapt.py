@@ -85,7 +85,7 @@ def bench_finetune(config: FastConfig, label: str, device: str, steps: int, patc
 @torch.no_grad()
 def cpu_real_estimate(config: PseudoTargetConfig) -> dict:
     """Time one real-size UNet call, VAE decode and encode on the CPU; extrapolate one pseudo-target."""
-    from facefix.modelsets.parts import build_random_sd15
+    from facefix.modelsets.random_weights import build_random_sd15
 
     parts = build_random_sd15(device="cpu", dtype=torch.float32)
     sampler = PseudoTargetSampler(parts, config)
@@ -121,7 +121,7 @@ def main() -> None:
     config = PseudoTargetConfig(strength=args.strength, steps=args.steps)
     rows = []
     if args.device.startswith("cuda"):
-        from facefix.modelsets.parts import build_random_sd15
+        from facefix.modelsets.random_weights import build_random_sd15
 
         parts = build_random_sd15(device=args.device, dtype=torch.float16)
         for batch in (1, 4):

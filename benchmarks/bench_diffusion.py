@@ -34,12 +34,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facefix.modelsets.parts import build_random_sd15
+from facefix.modelsets.random_weights import build_random_sd15
+from facefix.restorers.adapters import UNET_TARGETS
 from facefix.restorers.diffusion import DiffusionRestorer, SamplerSettings
 from facefix.training.diffusion_loop import checkpointing_for
 from facefix.training.dual_pivot import DualPivotConfig
 from facefix.training.generic_faces import generate_images, generic_prompts
-from facefix.training.lora import UNET_TARGETS, add_lora
+from facefix.training.lora import add_lora
 from facefix.training.stage1 import Stage1Config, train_stage1
 from facefix.training.stage2 import Stage2Config, train_stage2
 

@@ -104,7 +104,7 @@ def main() -> int:
         photos = build_folder(work / "photos", args.copies, args.large)
         from facefix.faces import get_analyzer
         from facefix.profiles import GenericStore, ProfileStore
-        from facefix.providers.engines import FastRestorers
+        from facefix.providers.fast import FastRestorers
         from facefix.restore.matching import Gallery
         from facefix.restore.pipeline import RestoreOptions, restore_file
         from facefix.restore.plan import plan_jobs

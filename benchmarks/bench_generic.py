@@ -91,7 +91,7 @@ def methods(generic_home: Path | None, deblur_cnn: bool) -> dict:
     found = {"classical": ClassicalRestorer()}
     if generic_home is not None:
         from facefix.profiles import GenericStore
-        from facefix.providers.engines import FAST_KIND
+        from facefix.profiles.kinds import FAST_KIND
         from facefix.restorers.fast import FastRestorer
 
         tensors, settings = GenericStore(generic_home / "generic").load_artifact(FAST_KIND)

@@ -99,7 +99,8 @@ def main() -> int:
                         "instead of training here")
     args = parser.parse_args()
 
-    from facefix.common import paths, samples
+    from facefix.common import paths
+    from facefix.photos import samples
 
     photos = samples.face_recognition_photos(paths.cache_dir() / "eval-photos")
     home = Path(tempfile.mkdtemp(prefix="facefix-eval-real-"))

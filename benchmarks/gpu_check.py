@@ -333,7 +333,8 @@ class Check:
         plan = self.plan
 
         def measure(bench):
-            from facefix.training.lora import UNET_TARGETS, add_lora
+            from facefix.restorers.adapters import UNET_TARGETS
+            from facefix.training.lora import add_lora
 
             args = self.bench_args("restore")
 
@@ -398,7 +399,7 @@ def build_real_folders(where: Path, device: str) -> tuple[Path, Path]:
     from tiny_diffusion import write_tiny_tokenizer_files
     from transformers import CLIPTokenizer
 
-    from facefix.modelsets.parts import (
+    from facefix.modelsets.random_weights import (
         SD15_SCHEDULER_CONFIG,
         SD15_TEXT_CONFIG,
         build_random_sd15,

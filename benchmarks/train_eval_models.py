@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facefix.training.loop import train_fast
+from facefix.training.fast import train_fast
 
 PART_BYTES = 12 * 2**20  # files that come back from a device machine are limited to 16 MB each
 

@@ -9,10 +9,11 @@ package index with pip into facefix's cache:
 2. an "old photo": a third photo (``obama2.jpg``, never shown to facefix as
    a reference) made small, blurred, noisy and JPEG-compressed, as a scanned
    print of a small face looks;
-3. ``facefix enroll obama REFS`` -- picks and aligns his face in each photo
-   and trains his restorer (``--budget`` minutes; 0 skips training: the
-   weight-free generic restorer then pre-cleans);
-4. ``facefix restore OLD --person obama`` -- his faces are pre-cleaned, then
+3. ``facefix.enroll("obama", REFS)`` (the API ``facefix enroll`` calls) -- picks
+   and aligns his face in each photo and trains his restorer (``--budget``
+   minutes; 0 skips training: the weight-free generic restorer then pre-cleans);
+4. ``facefix.restore_paths([OLD], options=RestoreOptions(person="obama"))``
+   (``facefix restore OLD --person obama``) -- his faces are pre-cleaned, then
    given detail from his references where they agree with the face;
 5. a labelled comparison (input | restored | his references) of the face, and
    the numbers against the photo before it was degraded.
@@ -59,7 +60,7 @@ def main() -> int:
     out: Path = args.out
     os.environ.setdefault("FACEFIX_HOME", str((out / "home").resolve()))
 
-    from facefix.cli.main import main as facefix
+    import facefix
     from facefix.faces import estimate_alignment, get_analyzer, warp_face
     from facefix.photos import read_photo, samples
     from facefix.profiles import ProfileStore
@@ -80,13 +81,20 @@ def main() -> int:
     Image.fromarray((old * 255 + 0.5).astype(np.uint8)).save(old_path, quality=50, exif=exif)
     print(f"2. old photo ({old.shape[1]}x{old.shape[0]} px, made from a photo he was not enrolled with): {old_path}")
 
-    print("3. facefix enroll obama ...")
-    train = ["--no-train"] if args.budget <= 0 else ["--budget", str(args.budget)]
-    if facefix(["enroll", "obama", str(refs), "--add", "--min-face", "40", *train]) != 0:
-        return 1
-    print("4. facefix restore ...")
+    print("3. facefix.enroll('obama', ...)")
+    enrolled = facefix.enroll(
+        "obama", refs,
+        facefix.EnrollOptions(add=True, min_face=40, train=args.budget > 0, budget_minutes=max(args.budget, 0)),
+        facefix.EnrollCallbacks(on_note=print, on_warning=print, on_info=print,
+                                on_stage=lambda stage, _: print(f"   training {stage} ...")))
+    print(f"   {enrolled.references} references" + "".join(
+        f"; {r.stage}: {r.steps} steps in {r.seconds:.0f} s" for r in enrolled.training))
+    print("4. facefix.restore_paths(...)")
     restored_dir = out / "restored"
-    if facefix(["restore", str(old_path), "--person", "obama", "--output", str(restored_dir), "--ext", "png"]) != 0:
+    summary = facefix.restore_paths([old_path], output=restored_dir, ext="png", force=True,
+                                    options=facefix.RestoreOptions(person="obama"))
+    if summary.counts["failed"]:
+        print("\n".join(summary.failures))
         return 1
     restored = read_photo(restored_dir / "old_photo_restored.png").rgb_float()
 

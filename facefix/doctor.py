@@ -7,8 +7,8 @@ import platform
 
 from facefix import __version__
 from facefix.common import paths
+from facefix.common.paths import offline as models_offline
 from facefix.faces import describe_backends, resolve_backend
-from facefix.modelsets.registry import offline as models_offline
 
 
 def _torch_info() -> dict:
@@ -37,7 +37,7 @@ def _xformers() -> dict:
 
 
 def _diffusion_weights() -> list[dict]:
-    from facefix.modelsets.registry import describe_model_sets
+    from facefix.modelsets.verify import describe_model_sets
 
     return describe_model_sets()
 

@@ -1,7 +1,13 @@
-"""Shared fixtures: real photos located in installed packages, an isolated home."""
+"""Shared fixtures: real photos located in installed packages, an isolated home, an enrolled home.
+
+Tests run in random order (pytest-randomly; the seed is printed at the end of the
+run): no fixture a test can change is shared. The costly enrolled home is built
+once per session and every test that asks for it gets its own copy.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -10,6 +16,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
+from helpers_enrolled import EnrolledWorld, copy_home, make_enrolled_world
 
 from facefix.photos import samples
 
@@ -24,6 +31,25 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Say which random order this run used (``-q`` hides pytest-randomly's own header line)."""
+    if config.pluginmanager.hasplugin("randomly") and config.getoption("randomly_reorganize", True):
+        seed = config.getoption("randomly_seed")
+        terminalreporter.write_line(f"random order: rerun it with -p randomly --randomly-seed={seed}")
+
+
+@pytest.fixture(autouse=True)
+def facefix_logger():
+    """The ``facefix`` logger as it was: a command run in this process sets its handlers
+    (and stops propagation, which would hide its records from ``caplog``)."""
+    logger = logging.getLogger("facefix")
+    saved = list(logger.handlers), logger.level, logger.propagate, logger.disabled
+    yield logger
+    logger.handlers[:] = saved[0]
+    logger.setLevel(saved[1])
+    logger.propagate, logger.disabled = saved[2], saved[3]
 
 
 @pytest.fixture(autouse=True)
@@ -46,3 +72,16 @@ def group_photo() -> Path:
 def portrait_photo() -> Path:
     """scikit-image's astronaut: a real portrait with one face."""
     return samples.skimage_image("astronaut.png")
+
+
+@pytest.fixture(scope="session")
+def enrolled_world(tmp_path_factory) -> EnrolledWorld:
+    """'astro' enrolled (through the CLI, from references with three bad ones) and trained
+    (tiny fast restorers, 200 steps), once per session. Read-only: see ``enrolled_home``."""
+    return make_enrolled_world(tmp_path_factory.mktemp("enrolled"))
+
+
+@pytest.fixture
+def enrolled_home(enrolled_world, tmp_path_factory) -> Path:
+    """This test's own copy of the enrolled home: change it at will."""
+    return copy_home(enrolled_world.home, tmp_path_factory.mktemp("enrolled_copy") / "home")

@@ -1,54 +1,80 @@
-"""A facefix home with one enrolled person and tiny trained models, for folder-run tests.
+"""The enrolled world many CLI tests start from, and small helpers for folder runs.
 
-Enrolls 'astro' (scikit-image's astronaut, varied) through the real CLI with
-``--no-train``, then trains a tiny fast restorer in-process for a few steps
-(~10-20 s on 2 CPU cores), as tests/test_cli_enroll_restore.py does.
+:func:`make_enrolled_world` enrolls 'astro' (scikit-image's astronaut, varied,
+from a folder that also holds three bad references) through the CLI with
+``--no-train``, then trains tiny generic + personal fast restorers in-process
+(200 steps, so the restorers have learned something). tests/conftest.py builds
+it once per session (``enrolled_world``) and hands each test its own copy of the
+home (``enrolled_home``): no test changes what another one sees.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from clirun import Result, facefix, using_env
 from PIL import Image
 
 from facefix.photos import samples
 
 
-def facefix(*args, home: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the real CLI in a subprocess with this home, offline."""
-    full = {**os.environ, "FACEFIX_HOME": str(home), "FACEFIX_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
-            "COLUMNS": "250", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "facefix", *map(str, args)], capture_output=True,
-                          text=True, env=full, timeout=timeout)
+@dataclass(frozen=True)
+class EnrolledWorld:
+    """A home with 'astro' enrolled and trained, and the files it was made from (read-only: copy to change)."""
+
+    root: Path
+    home: Path
+    refs: Path  #: 5 astronaut variants + someone_else.png, no_face.png, tiny.jpg
+    enroll: Result  #: the ``facefix enroll astro REFS`` run
+    trained: tuple  #: train_person's (generic, person) results
+    old: Path  #: an old photo of astro (degraded, with EXIF)
+    old_gray: Path  #: a gray scan of it
 
 
-def make_enrolled_home(root: Path) -> Path:
-    """Enroll 'astro' and train tiny generic + personal fast restorers under ``root/home``."""
+def make_enrolled_world(root: Path) -> EnrolledWorld:
+    """Enroll 'astro' from a folder with bad references and train tiny generic + personal fast restorers."""
     from facefix.enroll.fast import train_person
+    from facefix.photos import read_photo
     from facefix.profiles import GenericStore, ProfileStore
+    from facefix.quality.degrade import degrade_fixed
     from facefix.restorers.fast import TINY_CONFIG
     from facefix.training.loop import TrainConfig
 
+    portrait = samples.skimage_image("astronaut.png")
     refs = root / "refs"
-    samples.make_variants(samples.skimage_image("astronaut.png"), refs, count=5, seed=3)
+    samples.make_variants(portrait, refs, count=5, seed=3)
+    shutil.copy(samples.insightface_image("Tom_Hanks_54745.png"), refs / "someone_else.png")
+    shutil.copy(samples.skimage_image("coffee.png"), refs / "no_face.png")
+    with Image.open(portrait) as im:
+        im.convert("RGB").resize((280, 280)).save(refs / "tiny.jpg")
     home = root / "home"
     enroll = facefix("enroll", "astro", refs, "--min-face", "30", "--no-train", home=home)
     assert enroll.returncode == 0, enroll.stderr
-    saved = os.environ.get("FACEFIX_HOME")
-    os.environ["FACEFIX_HOME"] = str(home)
-    try:
-        train_person("astro", store=ProfileStore(), generic=GenericStore(), budget_s=300, max_steps=20,
-                     model_config=TINY_CONFIG, train_config=TrainConfig(patch=128, batch=4, warmup_steps=2))
-    finally:
-        if saved is None:
-            del os.environ["FACEFIX_HOME"]
-        else:
-            os.environ["FACEFIX_HOME"] = saved
-    return home
+    # Train for real, but a tiny network for seconds, so the restore tests
+    # see a restorer that has learned something.
+    with using_env({"FACEFIX_HOME": str(home), "FACEFIX_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}):
+        trained = train_person("astro", store=ProfileStore(), generic=GenericStore(), budget_s=300,
+                               max_steps=200, model_config=TINY_CONFIG,
+                               train_config=TrainConfig(patch=128, batch=4, warmup_steps=2,
+                                                        lr_scratch=1e-3, lr_finetune=1e-3))
+    # An old photo of the same person, with EXIF, and a gray scan of it.
+    old8 = (degrade_fixed(read_photo(portrait).rgb_float(), 2, 2, 8, 50, seed=0) * 255 + 0.5).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0132] = "1987:06:05 10:00:00"  # DateTime
+    exif[0x010F] = "Grandpa's camera"  # Make
+    Image.fromarray(old8).save(root / "old.jpg", quality=85, exif=exif)
+    Image.fromarray(old8).convert("L").save(root / "old_gray.jpg", quality=85)
+    return EnrolledWorld(root=root, home=home, refs=refs, enroll=enroll, trained=trained,
+                         old=root / "old.jpg", old_gray=root / "old_gray.jpg")
+
+
+def copy_home(home: Path, to: Path) -> Path:
+    """A private copy of ``home`` at ``to`` (which must not exist yet)."""
+    shutil.copytree(home, to, symlinks=True)
+    return to
 
 
 def small_photos(folder: Path, count: int, *, size: int = 256, seed: int = 0) -> list[Path]:
@@ -70,16 +96,3 @@ def is_valid_image(path: Path) -> bool:
             return np.asarray(im).size > 0
     except Exception:  # noqa: BLE001 - any failure means not valid
         return False
-
-
-_HOMES: dict[str, Path] = {}
-
-
-def shared_enrolled_home(tmp_path_factory) -> Path:
-    """One enrolled home per pytest process, shared by every test module that asks.
-
-    (A module-global memo: conftest.py is not ours to add a session fixture to.)
-    """
-    if "home" not in _HOMES:
-        _HOMES["home"] = make_enrolled_home(tmp_path_factory.mktemp("enrolled"))
-    return _HOMES["home"]

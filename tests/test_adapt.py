@@ -11,15 +11,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from clirun import facefix
 from tiny_diffusion import BlurRestorer, save_tiny_model_set, smooth_faces, tiny_parts
 
 from facefix.modelsets.parts import DiffusionParts
@@ -206,15 +204,9 @@ def test_finetune_lowers_the_loss_on_the_pairs_and_changes_the_output(tmp_path):
 # --------------------------------------------------------------------------- the command
 
 
-def facefix(*args, home: Path, extra_env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FACEFIX_HOME": str(home), "FACEFIX_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
-           "COLUMNS": "250", "OMP_NUM_THREADS": "1", **(extra_env or {})}
-    return subprocess.run([sys.executable, "-m", "facefix", *map(str, args)], capture_output=True, text=True, env=env)
-
-
 def test_adapt_without_weights_says_what_it_needs(tmp_path):
     (tmp_path / "album").mkdir()
-    result = facefix("adapt", tmp_path / "album", home=tmp_path / "home", extra_env={"HF_HOME": str(tmp_path / "hf")})
+    result = facefix("adapt", tmp_path / "album", home=tmp_path / "home", env={"HF_HOME": str(tmp_path / "hf")})
     assert result.returncode == 1
     text = " ".join(result.stderr.split())
     assert "needs the diffusion prior" in text and "stable-diffusion-v1-5/stable-diffusion-v1-5" in text
@@ -225,12 +217,13 @@ def test_adapt_without_weights_says_what_it_needs(tmp_path):
 def test_adapt_end_to_end_with_the_tiny_model_set(tmp_path, portrait_photo):
     from PIL import Image
 
-    from facefix.adapt.album import AdaptedRestorers, AdaptedStore, load_adapted
     from facefix.enroll.fast import train_person
     from facefix.faces import get_analyzer
     from facefix.photos import read_photo, samples
     from facefix.profiles import GenericStore, ProfileStore
-    from facefix.providers.engines import FastRestorers
+    from facefix.profiles.adapted import AdaptedStore, load_adapted
+    from facefix.providers.adapted import AdaptedRestorers
+    from facefix.providers.fast import FastRestorers
     from facefix.quality.degrade import degrade_fixed
     from facefix.restore.matching import Gallery
     from facefix.restore.pipeline import RestoreOptions, restore_file

@@ -9,22 +9,22 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from helpers_enrolled import is_valid_image, shared_enrolled_home, small_photos
+from clirun import facefix
+from helpers_enrolled import is_valid_image, small_photos
 from PIL import Image
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return shared_enrolled_home(tmp_path_factory)
+@pytest.fixture
+def home(enrolled_home):
+    """This test's own copy of the session's enrolled home (conftest.py)."""
+    return enrolled_home
 
 
 def build_corpus(folder: Path, tmp: Path) -> tuple[set[str], set[str]]:
@@ -65,30 +65,22 @@ def build_corpus(folder: Path, tmp: Path) -> tuple[set[str], set[str]]:
     return restored, failed
 
 
-# Run the real CLI in a subprocess, deleting one photo right after planning.
-RUNNER = """
-import os, sys
-import facefix.cli.restore as r
-plan = r.plan_jobs
-def plan_then_delete(*a, **k):
-    jobs = plan(*a, **k)
-    os.remove(os.environ["DELETE_AFTER_SCAN"])
-    return jobs
-r.plan_jobs = plan_then_delete
-from facefix.cli.main import main
-sys.exit(main(sys.argv[1:]))
-"""
+def test_bad_input_corpus_in_one_folder_run(home, tmp_path, monkeypatch):
+    import facefix.restore.api as restore_api
 
-
-def test_bad_input_corpus_in_one_folder_run(home, tmp_path):
     folder = tmp_path / "corpus"
     restored, failed = build_corpus(folder, tmp_path)
     out, report = tmp_path / "out", tmp_path / "report.jsonl"
-    env = {**os.environ, "FACEFIX_HOME": str(home), "FACEFIX_OFFLINE": "1", "COLUMNS": "250",
-           "FACEFIX_MAX_PIXELS": "4000000", "DELETE_AFTER_SCAN": str(folder / "deleted.jpg")}
-    result = subprocess.run([sys.executable, "-c", RUNNER, "restore", str(folder), "-o", str(out),
-                             "--report", str(report), "--json"], capture_output=True, text=True, env=env,
-                            timeout=900)
+    plan = restore_api.plan_inputs
+
+    def plan_then_delete(*args, **kwargs):  # one photo is deleted right after planning
+        jobs = plan(*args, **kwargs)
+        os.remove(folder / "deleted.jpg")
+        return jobs
+
+    monkeypatch.setattr(restore_api, "plan_inputs", plan_then_delete)
+    result = facefix("restore", folder, "-o", out, "--report", report, "--json", home=home,
+                     env={"FACEFIX_MAX_PIXELS": "4000000"})
     assert result.returncode == 1, result.stderr
 
     photos = [r for r in map(json.loads, report.read_text().splitlines()) if r["record"] == "photo"]
@@ -118,6 +110,7 @@ def test_bad_input_corpus_in_one_folder_run(home, tmp_path):
     with Image.open(out / "rgba_restored.png") as im:
         assert im.mode == "RGBA"
     with Image.open(out / "sixteen_restored.png") as im:
-        assert im.mode in ("RGB", "I;16") or "16" in im.mode or np.asarray(cv2.imread(str(out / "sixteen_restored.png"), cv2.IMREAD_UNCHANGED)).dtype == np.uint16
+        sixteen = np.asarray(cv2.imread(str(out / "sixteen_restored.png"), cv2.IMREAD_UNCHANGED))
+        assert im.mode in ("RGB", "I;16") or "16" in im.mode or sixteen.dtype == np.uint16
     # stdout held data only: one JSON record per face of the restored photos
     assert all(json.loads(line)["file"] for line in result.stdout.splitlines())

@@ -8,7 +8,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from helpers_enrolled import facefix, is_valid_image, shared_enrolled_home, small_photos
+from clirun import facefix
+from helpers_enrolled import is_valid_image, small_photos
 from PIL import Image
 
 from facefix.errors import UsageError
@@ -148,9 +149,10 @@ def test_sweep_removes_only_our_temp_files(tmp_path):
 
 # --------------------------------------------------------------------------- the real CLI
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return shared_enrolled_home(tmp_path_factory)
+@pytest.fixture
+def home(enrolled_home):
+    """This test's own copy of the session's enrolled home (conftest.py)."""
+    return enrolled_home
 
 
 def report_lines(path: Path) -> list[dict]:

@@ -1,15 +1,14 @@
+"""The real entry point as a process (``python -m facefix``): its exit status and its two streams.
+
+The other CLI tests run the same ``main`` in-process (tests/clirun.py); these
+keep a new interpreter, where the process itself is what is tested.
+"""
+
 from __future__ import annotations
 
-import subprocess
-import sys
+from clirun import facefix_process as run_cli
 
 from facefix import __version__
-
-
-def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "facefix", *args], capture_output=True, text=True, env=env
-    )
 
 
 def test_version_prints_on_stdout():

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from clirun import Result, using_env
+from clirun import facefix as run_cli
+from helpers_enrolled import copy_home
 from PIL import Image
 from tiny_diffusion import save_tiny_model_set
 
@@ -25,12 +25,9 @@ from facefix.enroll.fast import train_person
 from facefix.errors import ModelError, ProfileError
 from facefix.photos import samples
 from facefix.profiles import GenericStore, ProfileStore
-from facefix.providers.engines import (
-    DiffusionRestorers,
-    FastRestorers,
-    choose_engine,
-    make_provider,
-)
+from facefix.providers.choose import choose_engine, make_provider
+from facefix.providers.diffusion import DiffusionRestorers
+from facefix.providers.fast import FastRestorers
 from facefix.restorers.fast import TINY_CONFIG
 from facefix.restorers.reference import GuidedRestorers
 from facefix.training.diffusion_loop import TrainProgress
@@ -42,16 +39,14 @@ pytestmark = pytest.mark.slow
 TINY_TUNING = ("--stage1-steps", "4", "--stage2-steps", "3", "--class-images", "0", "--generic-count", "3")
 
 
-def facefix(*args, home: Path, **env) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FACEFIX_HOME": str(home), "FACEFIX_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
-           "COLUMNS": "250", **env}
-    return subprocess.run([sys.executable, "-m", "facefix", *map(str, args)], capture_output=True, text=True, env=env)
+def facefix(*args, home: Path, **env) -> Result:
+    return run_cli(*args, home=home, env=env)
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, portrait_photo):
+def built_world(tmp_path_factory, portrait_photo):
     """'astro' enrolled with a tiny fast model, 'tom' with references only, a tiny model set on disk,
-    and astro personalized through ``facefix enroll --engine diffusion``."""
+    and astro personalized through ``facefix enroll --engine diffusion``. Read-only: see ``world``."""
     root = tmp_path_factory.mktemp("diffusion_world")
     home = root / "home"
     samples.make_variants(portrait_photo, root / "astro", count=4, seed=3)
@@ -66,21 +61,21 @@ def world(tmp_path_factory, portrait_photo):
     (root / "generic").mkdir()
     shutil.copy(samples.insightface_image("Tom_Hanks_54745.png"), root / "generic" / "face.png")
 
-    saved = {k: os.environ.get(k) for k in ("FACEFIX_HOME", "FACEFIX_OFFLINE", "HF_HUB_OFFLINE")}
-    os.environ.update(FACEFIX_HOME=str(home), FACEFIX_OFFLINE="1", HF_HUB_OFFLINE="1")
-    try:
+    with using_env({"FACEFIX_HOME": str(home), "FACEFIX_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}):
         train_person("astro", store=ProfileStore(), generic=GenericStore(), budget_s=300, max_steps=10,
                      model_config=TINY_CONFIG, train_config=TrainConfig(patch=128, batch=4, warmup_steps=2))
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     model_set = save_tiny_model_set(root / "set")
     enroll = facefix("enroll", "astro", "--resume", "--engine", "diffusion", "--model-set", model_set,
                      "--generic-faces", root / "generic", *TINY_TUNING, home=home)
     return {"root": root, "home": home, "set": model_set, "enroll": enroll}
+
+
+@pytest.fixture
+def world(built_world, tmp_path):
+    """The built world with this test's own copy of the home, and this test's folder as its root."""
+    root = tmp_path / "world"
+    shutil.copytree(built_world["root"] / "generic", root / "generic")
+    return {**built_world, "root": root, "home": copy_home(built_world["home"], root / "home")}
 
 
 @pytest.fixture
@@ -177,8 +172,9 @@ def test_auto_on_this_cpu_machine_picks_fast_and_says_why(world, home, monkeypat
     assert choose_engine("auto", str(world["set"]), device="cpu")[0] == "fast"
 
 
-def test_enroll_auto_on_cpu_trains_fast_only_and_says_why(world):
-    # CUDA hidden from the subprocess: the machine this test means, whatever this one has.
+def test_enroll_auto_on_cpu_trains_fast_only_and_says_why(world, monkeypatch):
+    # A machine without CUDA (the machine this test means), whatever this one has.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     result = facefix("enroll", "astro", "--resume", "--engine", "auto", "--model-set", world["set"],
                      "--budget", "0.02", home=world["home"], CUDA_VISIBLE_DEVICES="")
     assert result.returncode == 0, result.stderr

@@ -4,71 +4,35 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from clirun import facefix
 from PIL import Image
 
-from facefix.enroll.fast import train_person
 from facefix.photos import read_photo, samples
 from facefix.profiles import GenericStore, ProfileStore
-from facefix.quality.degrade import degrade_fixed, degrade_level
-from facefix.restorers.fast import TINY_CONFIG
-from facefix.training.loop import TrainConfig
+from facefix.quality.degrade import degrade_level
 
 pytestmark = pytest.mark.slow
-
-
-def facefix(*args: str, home: Path, check: bool = False) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FACEFIX_HOME": str(home), "FACEFIX_OFFLINE": "1", "COLUMNS": "250"}
-    result = subprocess.run([sys.executable, "-m", "facefix", *map(str, args)],
-                            capture_output=True, text=True, env=env)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory, portrait_photo):
-    """A home with 'astro' enrolled from a folder that also holds bad references."""
-    root = tmp_path_factory.mktemp("world")
-    refs = root / "refs"
-    samples.make_variants(portrait_photo, refs, count=5, seed=3)
-    shutil.copy(samples.insightface_image("Tom_Hanks_54745.png"), refs / "someone_else.png")
-    shutil.copy(samples.skimage_image("coffee.png"), refs / "no_face.png")
-    with Image.open(portrait_photo) as im:
-        im.convert("RGB").resize((280, 280)).save(refs / "tiny.jpg")
-    home = root / "home"
-    enroll = facefix("enroll", "astro", refs, "--min-face", "30", "--no-train", home=home)
-    # Train for real, but a tiny network for seconds, so the restore tests
-    # see a restorer that has learned something.
-    os.environ["FACEFIX_HOME"] = str(home)
-    try:
-        trained = train_person("astro", store=ProfileStore(), generic=GenericStore(), budget_s=300,
-                               max_steps=200, model_config=TINY_CONFIG,
-                               train_config=TrainConfig(patch=128, batch=4, warmup_steps=2,
-                                                            lr_scratch=1e-3, lr_finetune=1e-3))  # tiny net, 40 steps
-    finally:
-        del os.environ["FACEFIX_HOME"]
-    # An old photo of the same person, with EXIF, and a gray scan of it.
-    photo = read_photo(portrait_photo)
-    old = degrade_fixed(photo.rgb_float(), 2, 2, 8, 50, seed=0)
-    old8 = (old * 255 + 0.5).astype(np.uint8)
-    exif = Image.Exif()
-    exif[0x0132] = "1987:06:05 10:00:00"  # DateTime
-    exif[0x010F] = "Grandpa's camera"  # Make
-    Image.fromarray(old8).save(root / "old.jpg", quality=85, exif=exif)
-    Image.fromarray(old8).convert("L").save(root / "old_gray.jpg", quality=85)
-    return {"root": root, "home": home, "refs": refs, "enroll": enroll, "trained": trained}
+@pytest.fixture
+def world(enrolled_world, enrolled_home, tmp_path):
+    """A home with 'astro' enrolled from a folder that also holds bad references (conftest's
+    session-wide world; this test's own copy of the home), the old photos in this test's folder."""
+    root = tmp_path / "world"
+    root.mkdir()
+    for photo in (enrolled_world.old, enrolled_world.old_gray):
+        shutil.copy(photo, root / photo.name)
+    return {"root": root, "home": enrolled_home, "refs": enrolled_world.refs, "enroll": enrolled_world.enroll,
+            "trained": enrolled_world.trained}
 
 
 def test_enroll_rejects_each_bad_reference_with_its_reason(world):
@@ -85,7 +49,7 @@ def test_enroll_rejects_each_bad_reference_with_its_reason(world):
 
 
 def test_training_makes_generic_then_person_model_that_restore_better_than_the_input(world, monkeypatch):
-    from facefix.providers.engines import FAST_KIND
+    from facefix.profiles.kinds import FAST_KIND
     from facefix.restorers.fast import FastRestorer
 
     generic, person = world["trained"]

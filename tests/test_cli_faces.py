@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
+from clirun import facefix
 from PIL import Image
-
-
-def facefix(*args: str, extra_env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, **(extra_env or {})}
-    return subprocess.run([sys.executable, "-m", "facefix", *args], capture_output=True, text=True, env=env)
 
 
 def test_faces_json_reports_six_faces_offline(group_photo, tmp_path):
@@ -48,7 +41,7 @@ def test_missing_file_is_one_clear_line_and_debug_shows_traceback(tmp_path):
     result = facefix("faces", str(missing))
     assert result.returncode == 1
     assert "nowhere.jpg" in result.stderr and "Traceback" not in result.stderr
-    debug = facefix("faces", str(missing), extra_env={"FACEFIX_DEBUG": "1"})
+    debug = facefix("faces", str(missing), env={"FACEFIX_DEBUG": "1"})
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 

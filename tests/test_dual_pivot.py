@@ -9,6 +9,11 @@ import pytest
 import torch
 from tiny_diffusion import BlurRestorer, smooth_faces, tiny_parts
 
+from facefix.restorers.adapters import (
+    apply_guide_adapter,
+    apply_unet_lora,
+    save_unet_lora_file,
+)
 from facefix.training import diffusion_loop as common
 from facefix.training.dual_pivot import (
     DualPivotConfig,
@@ -17,11 +22,6 @@ from facefix.training.dual_pivot import (
     unet_lora_kind,
 )
 from facefix.training.generic_faces import cached_generic_faces, generic_prompts
-from facefix.training.lora import (
-    apply_guide_adapter,
-    apply_unet_lora,
-    save_unet_lora_file,
-)
 from facefix.training.stage1 import Stage1Config, train_stage1
 from facefix.training.stage2 import Stage2Config, train_stage2
 

@@ -14,12 +14,12 @@ from facefix.errors import ModelError, UsageError
 from facefix.quality.degrade import DegradationRecipe
 from facefix.restorers.base import Restorer
 from facefix.restorers.fast import TINY_CONFIG, FastRestorer
+from facefix.training.fast import train_fast
 from facefix.training.loop import (
     CHECKPOINT_NAME,
     PairSampler,
     TrainConfig,
     restoration_loss,
-    train_fast,
 )
 
 # Small windows, few steps: each training test runs in about a second.

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_enrolled import facefix, is_valid_image, shared_enrolled_home, small_photos
+from clirun import facefix
+from helpers_enrolled import is_valid_image, small_photos
 from PIL import Image
 
 from facefix.errors import UsageError
@@ -125,9 +126,10 @@ def test_report_writes_non_utf8_names_readably_and_exactly(tmp_path):
 # --------------------------------------------------------------------------- the real CLI
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return shared_enrolled_home(tmp_path_factory)
+@pytest.fixture
+def home(enrolled_home):
+    """This test's own copy of the session's enrolled home (conftest.py)."""
+    return enrolled_home
 
 
 def report(path: Path) -> dict[str, dict]:
@@ -280,7 +282,7 @@ def _run_as_nobody(args: list[str], home: Path, log: Path) -> int:
     """
     from facefix.cli import main as cli_main
 
-    cli_main._register()  # import every command module while still root
+    app = cli_main.build_app()  # import every command module while still root
     import zoneinfo  # noqa: F401 - imported lazily by the option parsing, from a folder nobody may read
     stream = open(log, "w", encoding="utf-8")  # noqa: SIM115 - opened as root, inherited by the child
     pid = os.fork()
@@ -292,7 +294,7 @@ def _run_as_nobody(args: list[str], home: Path, log: Path) -> int:
             os.environ.update({"FACEFIX_HOME": str(home), "HOME": str(home), "FACEFIX_OFFLINE": "1",
                                "COLUMNS": "250"})
             sys.stderr = sys.stdout = stream
-            code = cli_main.main(args)
+            code = cli_main.main(args, app=app)
         except BaseException:  # noqa: BLE001 - shown to the test as the child's output
             import traceback
 

@@ -9,12 +9,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from helpers_enrolled import facefix, make_enrolled_home
+from clirun import facefix
 
 from facefix.enroll.forget import generic_learned_from, remove_person
 from facefix.photos import samples
 from facefix.profiles import GenericStore, ProfileStore
-from facefix.providers.engines import FAST_KIND, FastRestorers
+from facefix.profiles.kinds import FAST_KIND
+from facefix.providers.fast import FastRestorers
 from facefix.quality.degrade import (
     degrade_fixed,
     degrade_level,
@@ -103,8 +104,7 @@ def test_fresh_install_restores_every_face_of_a_degraded_photo(tmp_path):
     src = tmp_path / "group.png"
     cv2.imwrite(str(src), np.rint(bad * 255).astype(np.uint8)[..., ::-1])
     home = tmp_path / "home"
-    run = facefix("restore", src, "-o", tmp_path / "out", "--report", tmp_path / "r.jsonl", home=home,
-                  env={"OMP_NUM_THREADS": "1"})
+    run = facefix("restore", src, "-o", tmp_path / "out", "--report", tmp_path / "r.jsonl", home=home)
     assert run.returncode == 0, run.stderr
     records = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     faces = [r for r in records if r["record"] == "face"]
@@ -164,8 +164,8 @@ def test_a_generic_model_that_cannot_tell_counts_as_having_learned(people):
 
 
 @pytest.mark.slow
-def test_profiles_rm_forgets_the_generic_model_and_restore_still_works(tmp_path, monkeypatch):
-    home = make_enrolled_home(tmp_path)
+def test_profiles_rm_forgets_the_generic_model_and_restore_still_works(enrolled_home, tmp_path, monkeypatch):
+    home = enrolled_home
     monkeypatch.setenv("FACEFIX_HOME", str(home))
     assert GenericStore().exists()
     rm = facefix("profiles", "rm", "astro", "--yes", home=home)

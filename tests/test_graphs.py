@@ -103,7 +103,7 @@ def test_people_switching_on_shared_parts_gives_the_eager_pixels(tmp_path):
 
     from facefix.modelsets.parts import load_model_set
     from facefix.modelsets.registry import resolve_model_set
-    from facefix.providers.engines import _AdapterBank, _Switched
+    from facefix.providers.diffusion import _AdapterBank, _Switched
     from facefix.restorers.diffusion import DiffusionRestorer, SamplerSettings
     from facefix.training.stage1 import Stage1Config, train_stage1
     from facefix.training.stage2 import Stage2Config, train_stage2

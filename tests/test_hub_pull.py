@@ -19,8 +19,10 @@ from tiny_diffusion import save_tiny_model_set
 
 from facefix.cli.main import main as cli_main
 from facefix.errors import ModelError
+from facefix.modelsets.hub import locate, pull
 from facefix.modelsets.parts import load_parts
-from facefix.modelsets.registry import ModelSet, locate, pull, verify
+from facefix.modelsets.registry import ModelSet
+from facefix.modelsets.verify import verify
 
 BASE, BOTH, TILE = "org/tiny-sd15", "org/tiny-canny", "org/tiny-tile"
 

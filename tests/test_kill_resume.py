@@ -11,14 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers_enrolled import facefix, is_valid_image, shared_enrolled_home, small_photos
+from clirun import facefix
+from helpers_enrolled import is_valid_image, small_photos
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return shared_enrolled_home(tmp_path_factory)
+@pytest.fixture
+def home(enrolled_home):
+    """This test's own copy of the session's enrolled home (conftest.py)."""
+    return enrolled_home
 
 
 def outputs(out: Path) -> list[Path]:

@@ -5,29 +5,27 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from clirun import facefix
 from fake_hub import FakeHub, controlnet_like_guide, sd15_like_base
 from tiny_diffusion import save_tiny_model_set
 
 from facefix.errors import ModelError, UsageError
-from facefix.modelsets.parts import build_random_sd15, load_parts
+from facefix.modelsets.hub import convert_guide, locate, pull, record_manifest
+from facefix.modelsets.parts import load_parts
+from facefix.modelsets.random_weights import build_random_sd15
 from facefix.modelsets.registry import (
     DEFAULT_MODEL_SET,
     REGISTRY,
     ModelSet,
-    convert_guide,
-    locate,
-    pull,
-    record_manifest,
     resolve_model_set,
-    verify,
 )
-from facefix.training.lora import UNET_TARGETS, guide_zero_convs, matching_targets
+from facefix.modelsets.verify import verify
+from facefix.restorers.adapters import UNET_TARGETS
+from facefix.training.lora import guide_zero_convs, matching_targets
 
 
 @pytest.fixture(scope="module")
@@ -181,11 +179,8 @@ def test_real_size_default_configs_accept_the_lora_targets():
     assert any("lora_" in n for n, _ in parts.guide.named_parameters())
 
 
-def _cli(*args, env_extra: dict) -> subprocess.CompletedProcess:
-    import os
-
-    env = dict(os.environ) | env_extra
-    return subprocess.run([sys.executable, "-m", "facefix", *args], capture_output=True, text=True, env=env)
+def _cli(*args, env_extra: dict):
+    return facefix(*args, env=env_extra)
 
 
 def test_cli_models_commands(tiny_set, tmp_path):

@@ -617,7 +617,9 @@ def test_facefix_limit_governs_not_pillows_global(tmp_path, portrait, monkeypatc
 def test_photo_suffixes_match_in_any_case():
     assert is_photo_path("IMG_0001.JPG") and is_photo_path(Path("a/b.TiFf")) and is_photo_path("x.webp")
     assert not is_photo_path("notes.txt") and not is_photo_path(".a.jpg.123.part")
-    assert SUPPORTED_SUFFIXES == {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"}
+    assert is_photo_path("IMG_4521.HEIC") and is_photo_path("a.heif") and is_photo_path("b.avif")
+    assert SUPPORTED_SUFFIXES == {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp",
+                                  ".heic", ".heif", ".hif", ".avif"}
 
 
 def test_with_rgb_rounds_rather_than_truncates_and_clips():

@@ -4,7 +4,6 @@ import hashlib
 import io
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import typer
+from clirun import facefix
 
 from facefix.common import paths
 from facefix.errors import ProfileError, UsageError
@@ -428,8 +428,6 @@ def cli(monkeypatch, capsys):
     app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
     app.callback()(lambda: None)
     app.add_typer(profiles_app, name="profiles")
-    monkeypatch.setattr(cli_main, "app", app)
-    monkeypatch.setattr(cli_main, "_register", lambda: None)
 
     def run(*args: str, stdin: str | None = None, tty: bool = False):
         class Stdin(io.StringIO):
@@ -437,7 +435,7 @@ def cli(monkeypatch, capsys):
                 return tty
 
         monkeypatch.setattr(sys, "stdin", Stdin(stdin or ""))
-        code = cli_main.main(["profiles", *args])
+        code = cli_main.main(["profiles", *args], app=app)
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 
@@ -515,8 +513,6 @@ def test_cli_rename_and_path(cli, store):
 
 def test_real_cli_registers_profiles(store):
     make_profile(store, "alice")
-    result = subprocess.run(
-        [sys.executable, "-m", "facefix", "profiles", "list", "--json"], capture_output=True, text=True
-    )
+    result = facefix("profiles", "list", "--json")  # the whole command, as the console script builds it
     assert result.returncode == 0, result.stderr
     assert [r["name"] for r in json.loads(result.stdout)] == ["alice"]

@@ -9,7 +9,7 @@ from facefix.enroll.fast import train_person
 from facefix.photos import samples
 from facefix.profiles import GenericStore, ProfileStore
 from facefix.restorers.fast import TINY_CONFIG
-from facefix.training import loop as fast_train
+from facefix.training import fast as fast_train
 from facefix.training.loop import TrainConfig
 
 pytestmark = pytest.mark.slow

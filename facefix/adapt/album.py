@@ -12,17 +12,13 @@ artifacts as the generic model)::
 Pseudo-targets are regenerable, so they live in the cache,
 ``paths.cache_dir()/"adapt"/"pseudo_targets"``, named by content hash.
 
-For ``facefix restore --restorer NAME``: :func:`load_adapted` gives
-``(tensors, settings)`` and :class:`AdaptedRestorers` is a ready
-:class:`facefix.restore.pipeline.RestorerProvider`.
+The store is :mod:`facefix.profiles.adapted`; ``facefix restore --restorer NAME``
+uses :class:`facefix.providers.adapted.AdaptedRestorers`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,135 +27,15 @@ from typing import Any
 import numpy as np
 
 from facefix.common import paths
-from facefix.errors import FacefixError, ModelError, ProfileError, UsageError
+from facefix.errors import FacefixError, ModelError, UsageError
 from facefix.profiles import GenericStore, ProfileStore, validate_name
-from facefix.profiles.storage import _Slot
+from facefix.profiles.adapted import AdaptedStore
 
 log = logging.getLogger(__name__)
-
-KIND = "fast"
-
 
 def pseudo_target_cache() -> Path:
     """Where pseudo-targets are cached (content-addressed, shared by all albums)."""
     return paths.cache_dir() / "adapt" / "pseudo_targets"
-
-
-class _AdaptedSlot(GenericStore):
-    """One adapted restorer's directory: the generic model's store mechanism, its own label."""
-
-    def __init__(self, root: Path, name: str):
-        super().__init__(root)
-        self._slot = _Slot(self.root, name, f"adapted restorer {name!r}", self.root / ".lock")
-
-
-class AdaptedStore:
-    """Every adapted restorer, one directory each.
-
-    Args:
-        root: default ``paths.data_dir()/"adapted"``.
-    """
-
-    def __init__(self, root: Path | None = None):
-        self.root = Path(root) if root is not None else paths.data_dir() / "adapted"
-
-    def names(self) -> list[str]:
-        """Names of the adapted restorers, sorted case-insensitively."""
-        if not self.root.is_dir():
-            return []
-        found = [p.name for p in self.root.iterdir()
-                 if p.name[:1] not in {".", "_"} and (p / "manifest.json").is_file()]
-        return sorted(found, key=lambda n: (n.casefold(), n))
-
-    def exists(self, name: str) -> bool:
-        return validate_name(name) in self.names()
-
-    def slot(self, name: str) -> _AdaptedSlot:
-        name = validate_name(name)
-        return _AdaptedSlot(self.root / name, name)
-
-    def _existing(self, name: str) -> _AdaptedSlot:
-        name = validate_name(name)
-        if name not in self.names():
-            have = ", ".join(self.names()) or "none yet"
-            raise ProfileError(f"no adapted restorer named {name!r} (have: {have}); "
-                               "make one with 'facefix adapt DIR --name NAME'")
-        return self.slot(name)
-
-    def commit(self, name: str, tensors: dict, settings: dict[str, Any]) -> None:
-        """Save (or replace) an adapted restorer atomically."""
-        self.slot(name).commit_artifact(KIND, tensors, settings)
-
-    def load(self, name: str, *, device: str = "cpu") -> tuple[dict, dict[str, Any]]:
-        """``(tensors, settings)`` of an adapted restorer, for :meth:`FastRestorer.load`."""
-        return self._existing(name).load_artifact(KIND, device=device)
-
-    def info(self, name: str) -> dict[str, Any]:
-        """A JSON-able summary (for ``facefix adapted list``)."""
-        slot = self._existing(name)
-        art = slot.load().artifacts.get(KIND)
-        if art is None:
-            raise ProfileError(f"adapted restorer {name!r} has no weights; run 'facefix adapt' again")
-        a = art.settings.get("adaptation", {})
-        t = art.settings.get("training", {})
-        return {"name": name, "album": a.get("album"), "person": a.get("person"), "faces": a.get("faces"),
-                "started_from": a.get("started_from"), "model_set": (a.get("prior") or {}).get("model_set"),
-                "steps": t.get("steps"), "seconds": t.get("seconds"), "loss_before": a.get("loss_before"),
-                "loss_after": a.get("loss_after"), "created": art.created.isoformat(), "path": str(slot.root)}
-
-    def for_folder(self, folder: Path) -> list[str]:
-        """Adapted restorers made from ``folder`` (album-wide ones first)."""
-        target = str(Path(folder).expanduser().resolve())
-        found = []
-        for name in self.names():
-            with contextlib.suppress(FacefixError):
-                info = self.info(name)
-                if info["album"] == target:
-                    found.append((info["person"] is not None, name))
-        return [n for _, n in sorted(found)]
-
-    def work_dir(self, name: str) -> Path:
-        """Scratch directory of the fine-tuning checkpoint (created)."""
-        return self.slot(name).work_dir(KIND)
-
-    def remove(self, name: str) -> None:
-        """Delete an adapted restorer (its cached pseudo-targets stay in the cache)."""
-        slot = self._existing(name)
-        trash = self.root / f".trash-{os.getpid()}-{slot.root.name}"
-        os.replace(slot.root, trash)  # a crash mid-delete never leaves half a restorer
-        shutil.rmtree(trash, ignore_errors=True)
-
-
-def load_adapted(name: str, *, store: AdaptedStore | None = None, device: str = "cpu") -> tuple[dict, dict[str, Any]]:
-    """``(tensors, settings)`` of the adapted restorer ``name`` (see :meth:`FastRestorer.load`)."""
-    return (store or AdaptedStore()).load(name, device=device)
-
-
-class AdaptedRestorers:
-    """A :class:`facefix.restore.pipeline.RestorerProvider` for ``--restorer NAME``.
-
-    An album-wide adapted restorer serves every face; one made for a person
-    (``facefix adapt --person NAME``) serves that person's faces, and
-    ``fallback`` (usually :class:`facefix.providers.engines.FastRestorers`) the others.
-    """
-
-    def __init__(self, name: str, fallback=None, *, store: AdaptedStore | None = None, device: str = "auto",
-                 tta: bool = False):
-        from facefix.providers.engines import resolve_device
-        from facefix.restorers.fast import FastRestorer
-
-        tensors, settings = load_adapted(name, store=store)
-        self.person = settings.get("adaptation", {}).get("person")
-        self.restorer = FastRestorer.load(tensors, settings, name=f"adapted/{name}", device=resolve_device(device),
-                                          tta=tta)
-        self.fallback = fallback
-
-    def get(self, person: str | None):
-        if self.person is None or person == self.person:
-            return self.restorer
-        if self.fallback is None:
-            raise UsageError(f"{self.restorer.name} was adapted for {self.person!r} only; pass a fallback provider")
-        return self.fallback.get(person)
 
 
 # --------------------------------------------------------------------------- the album
@@ -192,9 +68,9 @@ def collect_album_faces(photos: Sequence[Path], analyzer, gallery, *, person: st
         The faces, and ``(photo, reason)`` for photos that gave none.
     """
     from facefix.faces import estimate_alignment, warp_face
+    from facefix.faces.align import CROP_SIZE
     from facefix.photos import read_photo
     from facefix.restore.matching import assign
-    from facefix.restorers.base import CROP_SIZE
 
     faces: list[AlbumFace] = []
     skipped: list[tuple[Path, str]] = []
@@ -305,11 +181,13 @@ def adapt_album(
     """
     import torch
 
+    from facefix.common.devices import inference_dtype, resolve_device
     from facefix.enroll.select import scan_photos
     from facefix.faces import get_analyzer
+    from facefix.modelsets.hub import locate
     from facefix.modelsets.parts import load_parts
-    from facefix.modelsets.registry import ModelSet, locate, resolve_model_set
-    from facefix.providers.engines import FastRestorers, resolve_device
+    from facefix.modelsets.registry import ModelSet, resolve_model_set
+    from facefix.providers.fast import FastRestorers
     from facefix.restore.matching import Gallery
     from facefix.training.finetune import (
         FinetuneConfig,
@@ -365,7 +243,7 @@ def adapt_album(
     # 3. pseudo-targets (cached per face; Ctrl-C keeps what is done)
     if device == "cpu":
         log.warning("no GPU: pseudo-targets run the diffusion model on the CPU (minutes per face at real size)")
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    dtype = inference_dtype(device)
     parts = load_parts(model_paths, device=device, dtype=dtype)
     sampler = PseudoTargetSampler(parts, pseudo_config)
     if cb.on_stage:

@@ -18,13 +18,11 @@ from rich.progress import (
 from rich.table import Table
 
 from facefix.cli.common import BackendOpt, DeviceOpt, JsonOpt, err, out
-from facefix.cli.main import app
 from facefix.errors import UsageError
 
 adapted_app = typer.Typer(help="List and delete adapted restorers (made by 'facefix adapt').", no_args_is_help=True)
 
 
-@app.command("adapt")
 def adapt_command(
     folder: Annotated[Path, typer.Argument(help="The album: a folder of photos (searched recursively).",
                                            show_default=False)],
@@ -114,8 +112,8 @@ def adapt_command(
 @adapted_app.command("list")
 def list_adapted(json_: JsonOpt = False) -> None:
     """List the adapted restorers: album, person, faces, loss before → after."""
-    from facefix.adapt.album import AdaptedStore
     from facefix.errors import FacefixError
+    from facefix.profiles.adapted import AdaptedStore
 
     store = AdaptedStore()
     rows = []
@@ -147,7 +145,7 @@ def rm_adapted(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
 ) -> None:
     """Delete an adapted restorer (cached pseudo-targets stay; 'facefix adapt' reuses them)."""
-    from facefix.adapt.album import AdaptedStore
+    from facefix.profiles.adapted import AdaptedStore
 
     store = AdaptedStore()
     info = store.info(name)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from facefix.common.paths import debug_enabled
 from facefix.restore.report import printable
 
 #: Data (JSON, tables meant to be piped) goes to stdout ...
@@ -42,9 +43,20 @@ def setup_logging(verbose: bool = False) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
+    # Libraries' Python warnings (a decoder's, a deprecation) with their source
+    # paths would flood stderr over a folder run: they go to the log, shown with -v.
+    logging.captureWarnings(True)
+    warnings_logger = logging.getLogger("py.warnings")
+    warnings_logger.handlers.clear()
+    warnings_logger.addHandler(handler)
+    warnings_logger.setLevel(logging.DEBUG if verbose else logging.ERROR)
+    warnings_logger.propagate = False
 BackendOpt = Annotated[
-    str, typer.Option("--backend", help="Face backend: auto (insightface if its models are on disk, else dlib), insightface, dlib.")
+    Literal["auto", "insightface", "dlib"],
+    typer.Option("--backend", help="Face backend: auto (insightface if its models are on disk, else dlib), insightface, dlib."),
 ]
+#: The restorer engines (validated by the core too, for API callers).
+Engine = Literal["auto", "fast", "diffusion"]
 
 
 _CONTROL = {i: f"\\x{i:02x}" for i in range(32)} | {0x7f: "\\x7f", 0x0a: "\\n", 0x0d: "\\r", 0x09: "\\t"}
@@ -59,15 +71,28 @@ def shown(name: object) -> str:
     return escape(printable(str(name)).translate(_CONTROL))
 
 
-def debug_enabled() -> bool:
-    """``FACEFIX_DEBUG=1``: show tracebacks instead of one-line errors."""
-    import os
-
-    return os.environ.get("FACEFIX_DEBUG", "").strip() not in {"", "0", "false", "no"}
-
-
 def report_error(exc: Exception) -> None:
     """Print one red line for a failure a batch goes on past (re-raise when debugging)."""
     if debug_enabled():
         raise exc
     err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+
+
+def make_progress(*fields: str, count: bool = True, transient: bool = True, disable: bool = False):
+    """The one progress bar every command shows on stderr: description, bar, ``done/total``, the given
+    text fields (rich format strings, e.g. ``"loss {task.fields[loss]}"``), elapsed and remaining time."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [TextColumn("{task.description}"), BarColumn()]
+    if count:
+        columns.append(MofNCompleteColumn())
+    columns += [TextColumn(f) for f in fields]
+    columns += [TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    return Progress(*columns, console=err, transient=transient, disable=disable)

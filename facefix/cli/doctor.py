@@ -8,7 +8,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from facefix.cli.common import JsonOpt, out
-from facefix.cli.main import app
 from facefix.doctor import collect
 
 
@@ -16,7 +15,6 @@ def _yes(value: bool) -> str:
     return "[green]yes[/green]" if value else "[yellow]no[/yellow]"
 
 
-@app.command("doctor")
 def doctor_command(*, json_out: JsonOpt = False) -> None:
     """Show torch and its device, CUDA/xformers, face backends, directories and weights."""
     info = collect()

@@ -11,14 +11,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from facefix.cli.common import BackendOpt, DeviceOpt, JsonOpt, err, out
-from facefix.cli.main import app
 from facefix.evaluate.run import evaluate_person
 from facefix.faces import get_analyzer
 from facefix.photos import Photo, PhotoMeta, write_photo
 from facefix.profiles import ProfileStore
 
 
-@app.command("eval")
 def eval_command(
     name: Annotated[str, typer.Argument(help="An enrolled person.", show_default=False)],
     *,

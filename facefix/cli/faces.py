@@ -10,12 +10,10 @@ import typer
 from rich.table import Table
 
 from facefix.cli.common import BackendOpt, JsonOpt, out, report_error
-from facefix.cli.main import app
 from facefix.errors import FacefixError
 from facefix.faces.inspect import draw_faces, find_faces
 
 
-@app.command("faces")
 def faces_command(
     photos: Annotated[list[Path], typer.Argument(help="Photos to analyze.", show_default=False)],
     *,

@@ -17,22 +17,12 @@ from facefix.errors import FacefixError
 # sharing its cores with anything else) from collapsing into spin-waits.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-app = typer.Typer(
-    name="facefix",
-    help="Restore the faces in your photos with a restorer that knows each person.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-
-
 def _version(value: bool) -> None:
     if value:
         print(f"facefix {__version__}")
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
@@ -42,14 +32,47 @@ def _root(
     setup_logging(verbose)
 
 
-def _register() -> None:
-    """Import the command modules; each adds its commands to ``app``."""
-    from facefix.cli import commands  # noqa: F401
+def build_app() -> typer.Typer:
+    """The ``facefix`` command with every sub-command (importing the command modules here keeps ``--version`` light)."""
+    from facefix.cli import (
+        adapt,
+        doctor,
+        enroll,
+        evaluate,
+        faces,
+        models,
+        profiles,
+        restore,
+    )
+
+    app = typer.Typer(
+        name="facefix",
+        help="Restore the faces in your photos with a restorer that knows each person.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+    app.callback()(_root)
+    app.command("doctor")(doctor.doctor_command)
+    app.command("faces")(faces.faces_command)
+    app.command("restore")(restore.restore_command)
+    app.command("enroll")(enroll.enroll_command)
+    app.command("eval")(evaluate.eval_command)
+    app.command("adapt")(adapt.adapt_command)
+    app.add_typer(profiles.profiles_app, name="profiles")
+    app.add_typer(models.models_app, name="models")
+    app.add_typer(adapt.adapted_app, name="adapted")
+    return app
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script; returns the exit status."""
-    _register()
+def main(argv: list[str] | None = None, *, app: typer.Typer | None = None) -> int:
+    """Entry point of the console script; returns the exit status.
+
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
+        app: the command to run (default :func:`build_app`'s; tests pass a smaller one).
+    """
+    app = app if app is not None else build_app()
     try:
         # Typer/click handle usage errors (exit 2), --help and Ctrl-C themselves.
         app(args=argv, prog_name="facefix")

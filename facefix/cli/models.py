@@ -40,34 +40,10 @@ def _resolve(name, base, guide):
 @models_app.command("list")
 def list_sets(json_: JsonOpt = False) -> None:
     """List the registered model sets and whether their weights are here."""
-    from facefix.modelsets.registry import (
-        DEFAULT_MODEL_SET,
-        REGISTRY,
-        is_available,
-        resolve_model_set,
-    )
+    from facefix.modelsets.hub import listed_model_sets
+    from facefix.modelsets.registry import DEFAULT_MODEL_SET
 
-    sets = list(REGISTRY.values())
-    try:
-        chosen = resolve_model_set(None)
-        if chosen.name not in REGISTRY:
-            sets.append(chosen)
-    except Exception:  # a bad FACEFIX_MODEL_SET must not hide the list
-        chosen = None
-    rows = [
-        {
-            "name": s.name,
-            "default": chosen is not None and s.name == chosen.name,
-            "base": s.base,
-            "guide": s.guide,
-            "condition": s.condition,
-            "download_mb": s.download_mb,
-            "license": s.license,
-            "available": is_available(s),
-            "description": s.description,
-        }
-        for s in sets
-    ]
+    rows = listed_model_sets()
     if json_:
         out.print_json(data=rows)
         return
@@ -93,7 +69,8 @@ def pull_set(
     token: Annotated[str | None, typer.Option("--token", help="Hub token for gated repositories.")] = None,
 ) -> None:
     """Download a model set into the Hugging Face cache (with progress) and check its hashes."""
-    from facefix.modelsets.registry import pull, verify
+    from facefix.modelsets.hub import pull
+    from facefix.modelsets.verify import verify
 
     model_set = _resolve(name, base, guide)
     err.print(f"pulling model set [bold]{escape(model_set.name)}[/bold] ({model_set.license or 'see its model card'})")
@@ -112,7 +89,7 @@ def pull_set(
 @models_app.command("path")
 def path_set(name: SetArg = None, *, base: BaseOpt = None, guide: GuideOpt = None, json_: JsonOpt = False) -> None:
     """Print where a model set's base and guide are (no network)."""
-    from facefix.modelsets.registry import locate
+    from facefix.modelsets.hub import locate
 
     paths = locate(_resolve(name, base, guide))
     if json_:
@@ -144,7 +121,7 @@ def verify_set(
 ) -> None:
     """Check a model set's files and their hashes (the hub's, or the manifest recorded at pull)."""
     from facefix.errors import ModelError
-    from facefix.modelsets.registry import verify
+    from facefix.modelsets.verify import verify
 
     model_set = _resolve(name, base, guide)
     report = verify(model_set, online=False if offline_ else None, token=token)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Annotated, Any
 
@@ -11,7 +12,8 @@ from rich.table import Table
 
 from facefix.cli.common import JsonOpt, err, out
 from facefix.errors import ProfileError, UsageError
-from facefix.profiles import Profile, ProfileStore
+from facefix.profiles import ProfileStore
+from facefix.profiles.describe import profile_details, profile_summary
 
 profiles_app = typer.Typer(
     help="List, inspect, rename and remove enrolled people.",
@@ -19,45 +21,6 @@ profiles_app = typer.Typer(
 )
 
 NameArg = Annotated[str, typer.Argument(help="The enrolled person's name.", show_default=False)]
-
-
-def _summary(profile: Profile) -> dict[str, Any]:
-    return {
-        "name": profile.name,
-        "references": len(profile.references),
-        "artifacts": sorted(profile.artifacts),
-        "backends": profile.backends,
-        "created": profile.created.isoformat(),
-        "updated": profile.updated.isoformat(),
-        "path": str(profile.path),
-    }
-
-
-def _details(profile: Profile) -> dict[str, Any]:
-    data = _summary(profile)
-    data["references"] = [
-        {
-            "id": r.id,
-            "source": r.source,
-            "sha256": r.sha256,
-            "crop": r.crop,
-            "box": list(r.box),
-            "added": r.added.isoformat(),
-            "embeddings": {b: int(v.size) for b, v in r.embeddings.items()},
-            "info": r.info,
-        }
-        for r in profile.references
-    ]
-    data["artifacts"] = {}
-    for kind, a in sorted(profile.artifacts.items()):
-        file = profile.path / a.file
-        data["artifacts"][kind] = {
-            "file": a.file,
-            "bytes": file.stat().st_size if file.is_file() else None,
-            "created": a.created.isoformat(),
-            "settings": a.settings,
-        }
-    return data
 
 
 def _when(iso: str) -> str:
@@ -71,7 +34,7 @@ def list_profiles(json_: JsonOpt = False) -> None:
     rows: list[dict[str, Any]] = []
     for name in store.names():
         try:
-            rows.append(_summary(store.load(name)))
+            rows.append(profile_summary(store.load(name)))
         except ProfileError as exc:
             # One broken profile must not hide the others.
             rows.append({"name": name, "error": str(exc)})
@@ -98,7 +61,7 @@ def list_profiles(json_: JsonOpt = False) -> None:
 @profiles_app.command("show")
 def show(name: NameArg, json_: JsonOpt = False) -> None:
     """Show one person's references and trained artifacts."""
-    data = _details(ProfileStore().load(name))
+    data = profile_details(ProfileStore().load(name))
     if json_:
         out.print_json(data=data)
         return
@@ -116,7 +79,9 @@ def show(name: NameArg, json_: JsonOpt = False) -> None:
     arts = Table("Kind", "Size", "Created", "Settings", title="Artifacts", title_justify="left", box=None)
     for kind, a in data["artifacts"].items():
         size = "missing" if a["bytes"] is None else f"{a['bytes'] / 1e6:.1f} MB"
-        settings = ", ".join(f"{k}={v}" for k, v in a["settings"].items())
+        # nested settings as compact JSON, not Python's repr of a dict
+        settings = ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}"
+                             for k, v in a["settings"].items())
         arts.add_row(escape(kind), size, _when(a["created"]), escape(settings))
     if data["artifacts"]:
         out.print(arts)

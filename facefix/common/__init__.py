@@ -1,1 +1,4 @@
-"""common."""
+"""Ideas every room uses, written once: where state lives and the environment (paths), atomic file
+output, content hashes and settings keys (files), the torch device and dtype (devices). Imports
+nothing else of facefix.
+"""

@@ -32,9 +32,11 @@ from typing import Callable
 
 import numpy as np
 
+from facefix.common.devices import inference_dtype, resolve_device
 from facefix.errors import ProfileError
 from facefix.profiles import GenericStore, ProfileStore
-from facefix.providers.engines import FAST_KIND, FastRestorers, resolve_device
+from facefix.profiles.kinds import FAST_KIND
+from facefix.providers.fast import FastRestorers
 
 log = logging.getLogger(__name__)
 
@@ -195,10 +197,10 @@ def tune_person(
         ModelError: the model set's weights are not on disk.
         ProfileError: no such person, no references, or no fast restorer yet.
     """
-    import torch
 
+    from facefix.modelsets.hub import locate
     from facefix.modelsets.parts import load_parts
-    from facefix.modelsets.registry import ModelSet, locate, resolve_model_set
+    from facefix.modelsets.registry import ModelSet, resolve_model_set
     from facefix.training.dual_pivot import (
         DualPivotConfig,
         guide_kind,
@@ -240,7 +242,7 @@ def tune_person(
     align = face_aligner(backend) if have < config.generic_faces else None
 
     # 3. The model set, and where checkpoints go.
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    dtype = inference_dtype(device)
     log.info("loading diffusion model set %s on %s (%s)", model_set.name, device, dtype)
     parts = load_parts(paths, device=device, dtype=dtype)
     work = store.work_dir(name, f"diffusion/{model_set.key}")

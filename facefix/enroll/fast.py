@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facefix.common.devices import resolve_device
 from facefix.profiles import GenericStore, ProfileStore
-from facefix.providers.engines import FAST_KIND, resolve_device
+from facefix.profiles.kinds import FAST_KIND
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def train_person(
         resume: continue from the last checkpoints of an interrupted run.
         device: torch device ("auto": CUDA when present).
         on_stage: called with (stage label, stage budget in s) as each stage starts.
-        on_step: forwarded to :func:`facefix.training.loop.train_fast`.
+        on_step: forwarded to :func:`facefix.training.fast.train_fast`.
         max_steps: stop each stage after this many steps (the budget still applies).
         model_config, train_config: override the network shape / training settings.
 
@@ -97,7 +98,8 @@ def train_person(
         committed when it ends, also when Ctrl-C stopped it (the last good
         weights), so the profile is usable; rerun with ``resume`` to go on.
     """
-    from facefix.training.loop import TrainConfig, train_fast
+    from facefix.training.fast import train_fast
+    from facefix.training.loop import TrainConfig
 
     device = resolve_device(device)
     results: list[StageResult] = []

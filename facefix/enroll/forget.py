@@ -24,10 +24,10 @@ import os
 import shutil
 from dataclasses import dataclass, field
 
-from facefix.adapt.album import AdaptedStore
 from facefix.errors import FacefixError
 from facefix.profiles import GenericStore, ProfileStore, validate_name
-from facefix.providers.engines import FAST_KIND
+from facefix.profiles.adapted import AdaptedStore
+from facefix.profiles.kinds import FAST_KIND
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,2 @@
-"""evaluate."""
+"""facefix eval: held-out references, degraded at two levels, scored method by method (run).
+"""

@@ -20,12 +20,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facefix.common.devices import resolve_device
 from facefix.enroll.fast import GENERIC_SHARE_NEW
 from facefix.errors import UsageError
 from facefix.faces import FaceAnalyzer
 from facefix.faces.landmarks import aligned_landmarks68
 from facefix.profiles import ProfileStore
-from facefix.providers.engines import resolve_device
 from facefix.quality.degrade import LEVELS, degrade_level, resize_like_alignment
 from facefix.quality.metrics import expression_error, psnr, sharpness_ratio, ssim
 from facefix.restorers.guides import GuideSet
@@ -213,7 +213,7 @@ def evaluate_person(
         generic_share: share of ``budget_s`` for the generic model (default: enroll's
             share for a first enrolment, :data:`facefix.enroll.fast.GENERIC_SHARE_NEW`).
     """
-    from facefix.training.loop import train_fast
+    from facefix.training.fast import train_fast
 
     device = resolve_device(device)
     profile = store.load(name)

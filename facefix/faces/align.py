@@ -15,6 +15,9 @@ import numpy as np
 
 from facefix.errors import FaceError
 
+#: Side of the aligned face crop every restorer takes and every profile stores.
+CROP_SIZE = 512
+
 #: FFHQ-style five-point template on a 512x512 crop (left eye, right eye, nose,
 #: left and right mouth corners, as seen in the image).
 TEMPLATE_512 = np.array(

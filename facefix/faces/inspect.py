@@ -7,8 +7,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from facefix.common.atomic import atomic_output
 from facefix.faces import get_analyzer
-from facefix.photos import atomic_output, read_photo
+from facefix.photos import read_photo
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-SUPPORTED_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"})
+SUPPORTED_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp",
+                                ".heic", ".heif", ".hif", ".avif"})
 
 # ITU-R BT.601 luma, the weights Pillow's convert("L") uses, so a gray photo
 # that went through RGB comes back to the same gray values.
@@ -39,7 +40,20 @@ class PhotoMeta:
         dpi: (x, y) dots per inch, or None.
         jpeg_quality: for a JPEG source, the IJG quality (1-100) whose
             quantization tables are closest to the file's; None otherwise.
-        jpeg_subsampling: for a colour JPEG source, "4:4:4", "4:2:2" or "4:2:0".
+        jpeg_subsampling: for a colour JPEG source, "4:4:4", "4:2:2", "4:2:0",
+            "4:4:0" or "4:1:1".
+        jpeg_qtables: for a JPEG source, its quantization tables (natural
+            order), so a JPEG written at the source's quality reuses them exactly.
+        jpeg_progressive: the source JPEG was progressive.
+        comments: a JPEG source's COM segments, in order.
+        photoshop: the Photoshop image resource block (JPEG APP13 "Photoshop
+            3.0", TIFF tag 34377); it holds the IPTC record (resource 0x0404).
+        iptc: the IPTC-IIM records (captions, keywords, by-line, copyright,
+            dates) on their own, as TIFF tag 33723 holds them.
+        png_chunks: a PNG source's colour and text chunks as (type, data):
+            tEXt/zTXt/iTXt (but XMP, kept in ``xmp``), gAMA, cHRM, sRGB, cICP, tIME.
+        mpf_images: a JPEG source's further MPF pictures (previews, depth
+            maps), as their original bytes with their MP entry attribute.
         source: the file the photo was read from; :func:`write_photo` refuses
             to write over it.
         frames: the number of frames in the source (only the first is used).
@@ -54,6 +68,13 @@ class PhotoMeta:
     dpi: tuple[float, float] | None = None
     jpeg_quality: int | None = None
     jpeg_subsampling: str | None = None
+    jpeg_qtables: tuple[tuple[int, ...], ...] | None = None
+    jpeg_progressive: bool = False
+    comments: tuple[bytes, ...] = ()
+    photoshop: bytes | None = None
+    iptc: bytes | None = None
+    png_chunks: tuple[tuple[bytes, bytes], ...] = ()
+    mpf_images: tuple[tuple[int, bytes], ...] = ()
     source: Path | None = None
     frames: int = 1
 

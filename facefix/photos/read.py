@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import struct
 import threading
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageCms, ImageFile, JpegImagePlugin, UnidentifiedImageError
+from PIL import (
+    Image,
+    ImageFile,
+    JpegImagePlugin,
+    UnidentifiedImageError,
+    features,
+)
 
-from facefix.errors import PhotoError, UsageError
+from facefix.common.paths import MAX_PIXELS_ENV, max_pixels_override
+from facefix.errors import PhotoError
+from facefix.photos import bmp, heif, jpeg, layout, png, tiff, unsupported
+from facefix.photos import exif as exif_md
 from facefix.photos import metadata as md
 from facefix.photos.model import Photo, PhotoMeta
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 300_000_000
-MAX_PIXELS_ENV = "FACEFIX_MAX_PIXELS"
 
 # Pillow's truncation and bomb switches are process globals; set them only
 # while holding this lock so concurrent reads cannot undo each other's.
@@ -38,30 +45,11 @@ _ORIENT = {
     8: lambda a: np.rot90(a, 1),
 }
 
-_SRGB_ICC: bytes | None = None
-
-
-def _srgb_icc() -> bytes:
-    global _SRGB_ICC
-    if _SRGB_ICC is None:
-        _SRGB_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    return _SRGB_ICC
-
-
 def _max_pixels(override: int | None) -> int:
     if override is not None:
         return int(override)
-    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
-    if not raw:
-        return DEFAULT_MAX_PIXELS
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise UsageError(f"{MAX_PIXELS_ENV}={raw!r} is not a positive whole number of pixels; "
-                         f"set it like {MAX_PIXELS_ENV}=500000000 or unset it")
-    return value
+    from_env = max_pixels_override()
+    return DEFAULT_MAX_PIXELS if from_env is None else from_env
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -101,37 +89,65 @@ def _decode(path: Path, data: bytes, limit: int) -> tuple[Image.Image, str | Non
             try:
                 im = Image.open(io.BytesIO(data))
             except UnidentifiedImageError:
+                _raise_unsupported(path, data)
+                if unsupported.is_photo_format(data):
+                    raise PhotoError(f"{path}: the file is truncated or damaged (its header "
+                                     "cannot be read); re-copy it from the original source") from None
+                other = unsupported.other_format(data)
                 raise PhotoError(
-                    f"{path}: not a photo facefix can read (the contents are not JPEG, PNG, "
-                    "TIFF, WebP, BMP or GIF); check the file or convert it to one of those"
+                    f"{path}: not a photo facefix can read ("
+                    + (f"it is {other}" if other else "the contents are not JPEG, PNG, TIFF, "
+                       "WebP, BMP, GIF, HEIC or AVIF")
+                    + "); check the file or convert it to JPEG, PNG or TIFF"
                 ) from None
             except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+                _raise_unsupported(path, data)
                 # The header itself is cut short or broken.
                 raise PhotoError(f"{path}: the file is truncated or damaged ({exc}); "
                                  "re-copy it from the original source") from None
-            width, height = im.size
-            if width * height > limit:
-                raise PhotoError(
-                    f"{path}: {width}×{height} = {width * height:,} pixels, over the limit of "
-                    f"{limit:,} that guards against decompression bombs; "
-                    f"if you trust the file, raise it with {MAX_PIXELS_ENV}=<pixels>"
-                )
-            if width == 0 or height == 0:
-                raise PhotoError(f"{path}: the image has no pixels ({width}×{height}); "
-                                 "re-copy it from the original source")
+            check_size(path, im.size, limit)
             sixteen = _rawmode_16bit_color(im)  # before load(), which clears im.tile
             tiff_orientation = im.tag_v2.get(md.ORIENTATION) if hasattr(im, "tag_v2") else None
+            if im.format == "TIFF" and tiff.is_16bit_colour(im.tag_v2):
+                # Pillow would decode only 8 bits, and trips on planar/tiled/RGBa layouts.
+                pixels16 = tiff.read_tiff16(path, data)
+                if pixels16 is not None:
+                    return im, pixels16, tiff_orientation
             try:
                 im.seek(0)
                 im.load()
             except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
                 cut = isinstance(exc, EOFError) or "truncat" in str(exc).lower()
+                if not cut:
+                    _raise_unsupported(path, data)
                 what = "truncated" if cut else "damaged"
                 raise PhotoError(f"{path}: the file is {what} ({exc}); "
                                  "re-copy it from the original source") from None
             return im, sixteen, tiff_orientation
         finally:
             Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def check_size(path: Path, size: tuple[int, int], limit: int) -> None:
+    """Refuse, before decoding, an image with no pixels or more than ``limit`` (bomb guard)."""
+    width, height = size
+    if width * height > limit:
+        raise PhotoError(
+            f"{path}: {width}×{height} = {width * height:,} pixels, over the limit of "
+            f"{limit:,} that guards against decompression bombs; "
+            f"if you trust the file, raise it with {MAX_PIXELS_ENV}=<pixels>"
+        )
+    if width == 0 or height == 0:
+        raise PhotoError(f"{path}: the image has no pixels ({width}×{height}); "
+                         "re-copy it from the original source")
+
+
+def _raise_unsupported(path: Path, data: bytes) -> None:
+    """Raise the "not supported" PhotoError if the file is whole but of a kind not decoded."""
+    found = unsupported.describe(data)
+    if found:
+        what, fix = found
+        raise PhotoError(f"{path}: {what} is not supported; {fix}")
 
 
 def _rawmode(im: Image.Image) -> str:
@@ -144,8 +160,10 @@ def _rawmode(im: Image.Image) -> str:
 def _rawmode_16bit_color(im: Image.Image) -> str | None:
     # Pillow has no 16-bit RGB(A)/LA mode and silently decodes those to 8
     # bits (16-bit LA even as RGBA); the tile's raw mode says what the file holds.
+    # (BMP's "BGR;16" is 16 bits per *pixel*, RGB565: Pillow decodes it fully.)
     rawmode = _rawmode(im)
-    return rawmode if im.mode in ("RGB", "RGBA", "LA") and ";16" in rawmode else None
+    sixteen = im.format in ("PNG", "TIFF") and ";16" in rawmode
+    return rawmode if im.mode in ("RGB", "RGBA", "LA") and sixteen else None
 
 
 def _decode_16bit_color(path: Path, data: bytes, gray_alpha: bool, upright8: np.ndarray,
@@ -156,7 +174,8 @@ def _decode_16bit_color(path: Path, data: bytes, gray_alpha: bool, upright8: np.
     changed between versions), so both candidates are compared with Pillow's
     pixels, which are its high bytes.
     """
-    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    # An APNG's animation chunks are dropped so OpenCV decodes its still image.
+    array = cv2.imdecode(np.frombuffer(png.still_image(data), np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None or array.dtype != np.uint16 or array.ndim != 3:
         raise PhotoError(f"{path}: its 16-bit pixels could not be decoded; "
                          "re-save it as a 16-bit PNG or TIFF in an image editor")
@@ -180,62 +199,21 @@ def _decode_16bit_color(path: Path, data: bytes, gray_alpha: bool, upright8: np.
     return best
 
 
-def _cmyk_to_rgb(path: Path, im: Image.Image,
-                 icc: bytes | None) -> tuple[Image.Image, bytes | None]:
-    if md.icc_color_space(icc) == "CMYK":
-        try:
-            profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            rgb = ImageCms.profileToProfile(
-                im, profile, ImageCms.createProfile("sRGB"),
-                renderingIntent=ImageCms.Intent.PERCEPTUAL, outputMode="RGB",
-            )
-            return rgb, _srgb_icc()
-        except (ImageCms.PyCMSError, OSError) as exc:
-            logger.warning("%s: its CMYK ICC profile could not be applied (%s); "
-                           "converting CMYK to RGB without it", path, exc)
-    elif icc:
-        logger.warning("%s: CMYK photo with a %s ICC profile; converting without it",
-                       path, md.icc_label(icc))
-    # No usable profile: the naive conversion (R = 255 - C - K, ...), then no
-    # profile is claimed for the result.
-    return im.convert("RGB"), None
-
-
-def _to_array(path: Path, im: Image.Image, icc: bytes | None) -> tuple[np.ndarray, bytes | None]:
-    """Pixels as H×W×C uint8/uint16 in gray/gray+alpha/RGB/RGBA, and the ICC they are in."""
-    mode = im.mode
-    has_key = "transparency" in im.info  # tRNS colour key / GIF transparent index
-    if mode == "CMYK":
-        im, icc = _cmyk_to_rgb(path, im, icc)
-    elif mode == "P":
-        im = im.convert("RGBA" if has_key or im.palette.mode == "RGBA" else "RGB")
-    elif mode in ("PA", "RGBa", "RGBX", "La", "1", "YCbCr", "LAB", "HSV"):
-        im = im.convert({"PA": "RGBA", "RGBa": "RGBA", "La": "LA", "1": "L"}.get(mode, "RGB"))
-    elif mode in ("L", "RGB") and has_key:
-        im = im.convert("LA" if mode == "L" else "RGBA")
-    elif mode == "F":
-        raise PhotoError(f"{path}: 32-bit floating-point pixels are not supported; "
-                         "save it as a 16-bit TIFF or PNG first")
-    if im.mode.startswith("I"):
-        array = np.asarray(im)
-        if array.size and (array.min() < 0 or array.max() > 65535):
-            raise PhotoError(f"{path}: 32-bit integer pixels are not supported; "
-                             "save it as a 16-bit TIFF or PNG first")
-        return array.astype(np.uint16)[..., None], icc
-    array = np.asarray(im)
-    return (array[..., None] if array.ndim == 2 else array), icc
-
-
 def read_photo(path: Path | str, *, max_pixels: int | None = None) -> Photo:
     """Read a photo upright, at its full depth, with its metadata kept aside.
 
-    JPEG, PNG, TIFF, WebP and BMP are supported (GIF too, first frame). The
-    EXIF orientation (all 8 values) is applied to the pixels and reset to 1 in
-    the kept EXIF and XMP. Gray stays 1 channel, alpha is kept, 16-bit PNG
-    and TIFF stay 16-bit (colour ones are decoded with OpenCV, as Pillow
-    reduces them to 8 bits). CMYK becomes RGB: through its embedded CMYK ICC
-    profile to sRGB when it has one (``meta.icc`` is then sRGB), otherwise by
-    the plain formula (``meta.icc`` None). Other ICC profiles are not applied:
+    JPEG, PNG, TIFF, WebP, BMP, HEIC/HEIF (pillow-heif) and AVIF are
+    supported (GIF too, first frame). The EXIF orientation (all 8 values) is
+    applied to the pixels and reset to 1 in the kept EXIF and XMP, whose
+    ExifImageWidth/Height and IFD1 thumbnail are turned to match. Gray stays
+    1 channel, alpha is kept (tRNS keys, 32-bit BMP alpha, TIFF RGBa made
+    straight), 16-bit PNG, TIFF and HEIF stay 16-bit (colour TIFFs are
+    decoded with tifffile, PNGs with OpenCV, as Pillow reduces them to 8
+    bits). IPTC, the Photoshop block, JPEG comments, MPF pictures and PNG
+    text/colour chunks are kept for writing (see :class:`PhotoMeta`).
+    CMYK becomes RGB: through its embedded CMYK ICC profile to sRGB when it
+    has one (``meta.icc`` is then sRGB), otherwise by the plain formula
+    (``meta.icc`` None). Other ICC profiles are not applied:
     the pixels stay in their colour space and the profile is kept to write.
     Palette images become RGB or RGBA. Animated files give their first frame,
     with a warning.
@@ -251,11 +229,18 @@ def read_photo(path: Path | str, *, max_pixels: int | None = None) -> Photo:
 
     Raises:
         PhotoError: missing, unreadable, empty, not an image, truncated,
-            damaged or too large; the message names the file and the fix.
+            damaged, of a kind not supported (the message says which) or too
+            large; the message names the file and the fix.
     """
     path = Path(path)
     limit = _max_pixels(max_pixels)
     data = _read_bytes(path)
+    container = heif.container_kind(data)
+    if container == "HEIF":
+        return heif.read_heif(path, data, lambda size: check_size(path, size, limit))
+    if container == "AVIF" and not features.check("avif"):
+        raise PhotoError(f"{path}: is an AVIF photo, and this Pillow was built without AVIF "
+                         "support; upgrade it with 'pip install --upgrade pillow'")
     im, sixteen, tiff_orientation = _decode(path, data, limit)
     source_mode, fmt = im.mode, im.format or "unknown"
     frames = int(getattr(im, "n_frames", 1))
@@ -266,7 +251,14 @@ def read_photo(path: Path | str, *, max_pixels: int | None = None) -> Photo:
                        path, frames)
 
     icc = im.info.get("icc_profile") or None
-    pixels, icc = _to_array(path, im, icc)
+    if fmt == "BMP":
+        icc = bmp.embedded_icc(data)  # Pillow does not read the V5 header's profile
+    from_tifffile = isinstance(sixteen, np.ndarray)
+    if from_tifffile:  # decoded by tifffile, as stored (not rotated)
+        pixels, sixteen = sixteen, None
+        source_mode = "LA" if pixels.shape[2] == 2 else source_mode
+    else:
+        pixels, icc = layout.to_array(path, im, icc, data)
     try:
         exif_tags = im.getexif()  # also finds an orientation stored only in XMP
     except Exception as exc:  # broken EXIF must not cost the photo; Pillow raises many kinds
@@ -275,6 +267,8 @@ def read_photo(path: Path | str, *, max_pixels: int | None = None) -> Photo:
     orientation = exif_tags.get(md.ORIENTATION, 1)
     if fmt == "TIFF":  # Pillow rotated it while loading (and dropped the tag)
         orientation = tiff_orientation or 1
+        if from_tifffile and orientation in _ORIENT:
+            pixels = _ORIENT[orientation](pixels)  # tifffile's pixels are as stored
     elif orientation in _ORIENT:
         pixels = _ORIENT[orientation](pixels)
     if sixteen:
@@ -286,19 +280,16 @@ def read_photo(path: Path | str, *, max_pixels: int | None = None) -> Photo:
         pixels = _decode_16bit_color(path, data, gray_alpha, pixels, orientation)
     pixels = np.ascontiguousarray(pixels)
 
+    size = (pixels.shape[1], pixels.shape[0])
     if fmt == "TIFF":
         exif = md.exif_from_tiff_tags(exif_tags)
+        exif = exif_md.set_exif_size(exif, size) if exif else None
     else:
         raw = im.info.get("exif")
-        exif = md.reset_exif_orientation(raw) if raw and len(exif_tags) else None
+        exif = exif_md.upright_exif(raw, orientation, size) if raw and len(exif_tags) else None
     xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
     if isinstance(xmp, str):
         xmp = xmp.encode("utf-8")
-    quality = subsampling = None
-    if isinstance(im, JpegImagePlugin.JpegImageFile):
-        quality = md.estimate_jpeg_quality(getattr(im, "quantization", None))
-        if im.layers == 3:
-            subsampling = md.SUBSAMPLING_NAMES.get(JpegImagePlugin.get_sampling(im))
 
     meta = PhotoMeta(
         format=fmt,
@@ -307,11 +298,41 @@ def read_photo(path: Path | str, *, max_pixels: int | None = None) -> Photo:
         exif=exif,
         icc=icc,
         xmp=md.reset_xmp_orientation(xmp) if xmp else None,
-        dpi=md.normalize_dpi(im.info.get("dpi")),
-        jpeg_quality=quality,
-        jpeg_subsampling=subsampling,
+        dpi=_dpi(im),
         source=path,
         frames=frames,
+        **_format_extras(im, fmt, data, orientation),
     )
     logger.debug("read %s: %s %s %d-bit %s", path, fmt, source_mode, meta.bit_depth, pixels.shape)
     return Photo(pixels=pixels, meta=meta)
+
+
+def _dpi(im: Image.Image) -> tuple[float, float] | None:
+    # A JFIF density without units is an aspect ratio, not a resolution:
+    # Pillow then takes the EXIF XResolution (often a nominal 72) instead.
+    if im.info.get("jfif_unit") == 0:
+        return None
+    return md.normalize_dpi(im.info.get("dpi"))
+
+
+def _format_extras(im: Image.Image, fmt: str, data: bytes, orientation: int) -> dict:
+    """The PhotoMeta fields particular to the source's format (JPEG, PNG, TIFF)."""
+    if fmt == "JPEG" and isinstance(im, JpegImagePlugin.JpegImageFile):
+        tables = getattr(im, "quantization", None)
+        photoshop = jpeg.photoshop_block(im)
+        return {
+            "jpeg_quality": md.estimate_jpeg_quality(tables),
+            "jpeg_subsampling": jpeg.subsampling_name(im),
+            "jpeg_qtables": tuple(tuple(tables[k]) for k in sorted(tables)) if tables else None,
+            "jpeg_progressive": bool(im.info.get("progressive")),
+            "comments": jpeg.comments(im),
+            "photoshop": photoshop,
+            "iptc": jpeg.iptc_from_photoshop(photoshop),
+            "mpf_images": jpeg.mpf_images(data, orientation),
+        }
+    if fmt == "PNG":
+        return {"png_chunks": png.kept_chunks(data)}
+    if fmt == "TIFF":
+        photoshop, iptc = tiff.raw_tags(data, 34377, 33723)
+        return {"photoshop": photoshop, "iptc": iptc or jpeg.iptc_from_photoshop(photoshop)}
+    return {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import struct
@@ -9,28 +10,34 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, PngImagePlugin
+from PIL import Image, PngImagePlugin, features
 
+from facefix.common.atomic import atomic_output
 from facefix.errors import PhotoError
+from facefix.photos import bmp, heif, jpeg
+from facefix.photos import exif as exif_md
 from facefix.photos import metadata as md
-from facefix.photos.atomic import atomic_output
 from facefix.photos.model import Photo
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_JPEG_QUALITY = 95
 _SUFFIX_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF",
-                   ".tiff": "TIFF", ".webp": "WEBP", ".bmp": "BMP"}
-_ALIASES = {"JPG": "JPEG", "TIF": "TIFF"}
+                   ".tiff": "TIFF", ".webp": "WEBP", ".bmp": "BMP", ".heic": "HEIF",
+                   ".heif": "HEIF", ".hif": "HEIF", ".avif": "AVIF"}
+_ALIASES = {"JPG": "JPEG", "TIF": "TIFF", "HEIC": "HEIF"}
 # What each writer can carry (the gaps are Pillow's or the format's).
 _CARRIES = {
-    "JPEG": {"exif", "icc", "xmp", "dpi"},
-    "PNG": {"exif", "icc", "xmp", "dpi"},
-    "TIFF": {"exif", "icc", "xmp", "dpi"},
+    "JPEG": {"exif", "icc", "xmp", "dpi", "IPTC", "comments", "MPF pictures"},
+    "PNG": {"exif", "icc", "xmp", "dpi", "PNG text and colour chunks"},
+    "TIFF": {"exif", "icc", "xmp", "dpi", "IPTC"},
     "WEBP": {"exif", "icc", "xmp"},
-    "BMP": {"dpi"},
+    "BMP": {"icc", "dpi"},
+    "HEIF": {"exif", "icc", "xmp"},
+    "AVIF": {"exif", "icc", "xmp"},
 }
 _LOSSLESS_SOURCES = {"PNG", "TIFF", "BMP", "GIF"}
+_EIGHT_BIT = ("JPEG", "WEBP", "BMP", "AVIF")
 
 
 def _resolve_format(path: Path, format: str | None) -> str:
@@ -67,11 +74,11 @@ def _pixels_for(photo: Photo, fmt: str, path: Path) -> np.ndarray:
     if fmt == "JPEG" and photo.has_alpha:
         raise PhotoError(f"{path}: JPEG cannot hold transparency and this photo has an alpha "
                          "channel; write it as .png (or .webp/.tif) instead")
-    if fmt in ("JPEG", "WEBP", "BMP") and pixels.dtype == np.uint16:
+    if fmt in _EIGHT_BIT and pixels.dtype == np.uint16:
         logger.info("%s: %s holds 8 bits per channel; 16-bit pixels are rounded to 8", path, fmt)
         pixels = _to_8bit(pixels)
-    if (fmt == "WEBP" and channels <= 2) or (fmt == "BMP" and channels == 2):
-        # WebP has no gray modes, BMP no gray+alpha: spread gray over R, G, B
+    if (fmt in ("WEBP", "AVIF") and channels <= 2) or (fmt == "BMP" and channels == 2):
+        # WebP and AVIF (in Pillow) have no gray modes, BMP no gray+alpha: spread gray over R, G, B
         pixels = np.concatenate([np.repeat(pixels[..., :1], 3, axis=2), pixels[..., 1:]], axis=2)
     return np.ascontiguousarray(pixels)
 
@@ -93,7 +100,8 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def _encode_png16(pixels: np.ndarray, *, exif: bytes | None, icc: bytes | None,
-                  xmp: bytes | None, dpi: tuple[float, float] | None) -> bytes:
+                  xmp: bytes | None, dpi: tuple[float, float] | None,
+                  chunks: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
     """A 16-bit PNG with metadata chunks; Pillow cannot write 16-bit colour PNG."""
     h, w, c = pixels.shape
     rows = pixels.astype(">u2").reshape(h, w * c).view(np.uint8)
@@ -112,6 +120,8 @@ def _encode_png16(pixels: np.ndarray, *, exif: bytes | None, icc: bytes | None,
         out.append(_png_chunk(b"eXIf", _strip_exif_header(exif)))
     if xmp:
         out.append(_png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp))
+    # all may precede IDAT; sRGB and iCCP exclude each other (the profile wins, as in Pillow)
+    out.extend(_png_chunk(kind, body) for kind, body in chunks if not (icc and kind == b"sRGB"))
     stream = zlib.compress(scanlines.tobytes(), 6)
     step = 1 << 20
     out.extend(_png_chunk(b"IDAT", stream[i:i + step]) for i in range(0, len(stream), step))
@@ -120,7 +130,8 @@ def _encode_png16(pixels: np.ndarray, *, exif: bytes | None, icc: bytes | None,
 
 
 def _write_tiff16(tmp: Path, pixels: np.ndarray, path: Path, *, exif: bytes | None,
-                  icc: bytes | None, xmp: bytes | None, dpi: tuple[float, float] | None) -> None:
+                  icc: bytes | None, xmp: bytes | None, dpi: tuple[float, float] | None,
+                  iptc: bytes | None = None, photoshop: bytes | None = None) -> None:
     """16-bit colour TIFF via tifffile (Pillow has no 16-bit RGB mode)."""
     try:
         import tifffile
@@ -139,6 +150,9 @@ def _write_tiff16(tmp: Path, pixels: np.ndarray, path: Path, *, exif: bytes | No
             extratags.append((tag, "s", 0, tags[tag], True))
     if xmp:
         extratags.append((700, "B", len(xmp), xmp, True))
+    for tag, block in ((33723, iptc), (34377, photoshop)):
+        if block:
+            extratags.append((tag, "B", len(block), block, True))
     c = pixels.shape[2]
     tifffile.imwrite(
         tmp, pixels, photometric="rgb" if c >= 3 else "minisblack",
@@ -157,28 +171,37 @@ def write_photo(photo: Photo, path: Path | str, *, format: str | None = None,
     an existing file at ``path`` (never the source) is replaced whole.
     What is carried, per format:
 
-    - JPEG: EXIF (orientation 1), ICC, XMP, DPI; quality and chroma
-      subsampling from the source JPEG (else quality 95, 4:4:4). Refuses a
-      photo with alpha (write PNG instead); 16-bit is rounded to 8.
-    - PNG: EXIF (eXIf), ICC, XMP (iTXt ``XML:com.adobe.xmp``), DPI; 8 or 16 bit.
+    - JPEG: EXIF (orientation 1), ICC, XMP, DPI, IPTC (the Photoshop APP13
+      block), COM comments and a source's MPF pictures with their index; from
+      a source JPEG its quantization tables, chroma subsampling (4:4:0 and
+      4:1:1 through OpenCV's encoder) and progressive scan, else quality 95,
+      4:4:4. Refuses a photo with alpha (write PNG instead); 16-bit is rounded to 8.
+    - PNG: EXIF (eXIf), ICC, XMP (iTXt ``XML:com.adobe.xmp``), DPI, and a
+      PNG source's text chunks and gAMA/cHRM/sRGB/cICP/tIME; 8 or 16 bit.
     - TIFF: 8-bit and 16-bit gray via Pillow, uncompressed (Pillow's
-      compressed TIFF writer drops the EXIF sub-IFD): EXIF, ICC, XMP, DPI.
+      compressed TIFF writer drops the EXIF sub-IFD): EXIF, ICC, XMP, DPI,
+      IPTC (tag 33723) and the Photoshop block (34377, as in 16-bit colour).
       16-bit colour via tifffile, deflate-compressed: ICC, XMP, DPI and the
       EXIF text tags of IFD0 (Make, Model, DateTime, ...); the EXIF sub-IFD
       (exposure, DateTimeOriginal) and GPS are not carried.
     - WebP: EXIF, ICC, XMP (no DPI in the format); lossless when the source
       was lossless (PNG/TIFF/BMP/GIF) and no quality is given, else lossy at
       the source JPEG's quality (else 95). Gray becomes RGB, 16-bit 8-bit.
-    - BMP: DPI only.
+    - BMP: DPI, and ICC and alpha in a BITMAPV5HEADER (Pillow writes neither).
+    - HEIC/HEIF (pillow-heif): EXIF, ICC, XMP; quality 90 unless given;
+      16-bit is written as 10-bit. AVIF (Pillow): EXIF, ICC, XMP; 8-bit.
 
+    EXIF's ExifImageWidth/Height are set to the written size.
     A metadata field the format cannot carry is dropped with a warning, as is
     an ICC profile that no longer matches the pixels (e.g. gray written as RGB).
 
     Args:
         photo: what to write.
         path: the new file. Never the file ``photo`` was read from.
-        format: "JPEG", "PNG", "TIFF", "WEBP" or "BMP"; default from the suffix.
-        quality: JPEG/WebP quality 1-100; default: the source's, else 95.
+        format: "JPEG", "PNG", "TIFF", "WEBP", "BMP", "HEIF" or "AVIF"; default
+            from the suffix (.heic/.heif/.hif are HEIF).
+        quality: JPEG/WebP/AVIF/HEIF quality 1-100; default: the source's
+            (a JPEG's own tables), else 95 (HEIF 90).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -189,6 +212,9 @@ def write_photo(photo: Photo, path: Path | str, *, format: str | None = None,
     """
     path = Path(path)
     fmt = _resolve_format(path, format)
+    if fmt == "AVIF" and not features.check("avif"):
+        raise PhotoError(f"{path}: this Pillow was built without AVIF support; upgrade it with "
+                         "'pip install --upgrade pillow', or write .heic or .jpg")
     meta = photo.meta
     if meta.source is not None and _same_file(Path(meta.source), path):
         raise PhotoError(f"{path}: is the photo being restored; facefix never overwrites an input. "
@@ -200,7 +226,10 @@ def write_photo(photo: Photo, path: Path | str, *, format: str | None = None,
     pixels = _pixels_for(photo, fmt, path)
     channels = pixels.shape[2]
 
-    carried = {"exif": meta.exif, "icc": meta.icc, "xmp": meta.xmp, "dpi": meta.dpi}
+    exif = exif_md.set_exif_size(meta.exif, (photo.width, photo.height)) if meta.exif else None
+    carried = {"exif": exif, "icc": meta.icc, "xmp": meta.xmp, "dpi": meta.dpi,
+               "IPTC": meta.photoshop or meta.iptc, "comments": meta.comments,
+               "MPF pictures": meta.mpf_images, "PNG text and colour chunks": meta.png_chunks}
     if carried["icc"] and not md.icc_fits(carried["icc"], channels):
         logger.warning("%s: the %s ICC profile does not fit %s pixels; not written", path,
                        md.icc_label(carried["icc"]), "gray" if channels <= 2 else "RGB")
@@ -210,17 +239,40 @@ def write_photo(photo: Photo, path: Path | str, *, format: str | None = None,
         logger.warning("%s: %s cannot carry %s; written without", path, fmt, ", ".join(dropped))
     kept = {k: (v if k in _CARRIES[fmt] else None) for k, v in carried.items()}
     exif, icc, xmp, dpi = kept["exif"], kept["icc"], kept["xmp"], kept["dpi"]
+    photoshop = kept["IPTC"] if meta.photoshop else (
+        jpeg.photoshop_from_iptc(kept["IPTC"]) if kept["IPTC"] else None)
+    iptc = (meta.iptc or jpeg.iptc_from_photoshop(photoshop)) if kept["IPTC"] else None
+    png_chunks = kept["PNG text and colour chunks"] or ()
 
     try:
         with atomic_output(path) as tmp:
-            if pixels.dtype == np.uint16 and channels > 1 and fmt == "PNG":
-                tmp.write_bytes(_encode_png16(pixels, exif=exif, icc=icc, xmp=xmp, dpi=dpi))
+            if fmt == "HEIF":
+                heif.write_heif(tmp, pixels, path, quality=quality, exif=exif, icc=icc, xmp=xmp)
+            elif fmt == "BMP" and (icc or channels == 4):  # Pillow's BMP writer has neither
+                tmp.write_bytes(bmp.encode_bmp(pixels, icc=icc, dpi=dpi))
+            elif pixels.dtype == np.uint16 and channels > 1 and fmt == "PNG":
+                tmp.write_bytes(_encode_png16(pixels, exif=exif, icc=icc, xmp=xmp, dpi=dpi,
+                                              chunks=png_chunks))
             elif pixels.dtype == np.uint16 and channels > 1:
-                _write_tiff16(tmp, pixels, path, exif=exif, icc=icc, xmp=xmp, dpi=dpi)
+                _write_tiff16(tmp, pixels, path, exif=exif, icc=icc, xmp=xmp, dpi=dpi,
+                              iptc=iptc, photoshop=photoshop)
             else:
                 params = _pillow_params(photo, fmt, channels, quality,
                                         exif=exif, icc=icc, xmp=xmp, dpi=dpi)
-                _pil_image(pixels).save(tmp, format=fmt, **params)
+                if fmt == "TIFF" and (iptc or photoshop):
+                    tags = params.setdefault("exif", Image.Exif())
+                    tags.update({t: v for t, v in ((33723, iptc), (34377, photoshop)) if v})
+                elif fmt == "PNG" and png_chunks:
+                    info = params.setdefault("pnginfo", PngImagePlugin.PngInfo())
+                    for kind, body in png_chunks:
+                        info.add(kind, body)
+                if fmt == "JPEG":
+                    _save_jpeg(tmp, _pil_image(pixels), params, photoshop=photoshop,
+                               comments=kept["comments"] or (),
+                               pictures=kept["MPF pictures"] or (),
+                               quality=int(quality or meta.jpeg_quality or DEFAULT_JPEG_QUALITY))
+                else:
+                    _pil_image(pixels).save(tmp, format=fmt, **params)
     except PhotoError:
         raise
     except (OSError, ValueError) as exc:
@@ -228,6 +280,29 @@ def write_photo(photo: Photo, path: Path | str, *, format: str | None = None,
                          "is writable and has free space") from exc
     logger.debug("wrote %s (%s, %s)", path, fmt, pixels.shape)
     return path
+
+
+def _save_jpeg(tmp: Path, image: Image.Image, params: dict, *, photoshop: bytes | None,
+               comments: tuple[bytes, ...], pictures: tuple[tuple[int, bytes], ...],
+               quality: int) -> None:
+    """A JPEG with its APP13 (IPTC), COM segments and, for MPF pictures, the MPF index."""
+    extra = jpeg.mpf_placeholder(1 + len(pictures)) if pictures else b""
+    params["extra"] = extra + jpeg.segments(photoshop, comments)
+    sampling = params.get("subsampling")
+    if not pictures and sampling not in jpeg.OPENCV_SUBSAMPLINGS:
+        image.save(tmp, format="JPEG", **params)
+        return
+    buffer = io.BytesIO()
+    if sampling in jpeg.OPENCV_SUBSAMPLINGS:  # Pillow's encoder has no 4:4:0 / 4:1:1
+        header = {k: v for k, v in params.items()
+                  if k not in ("subsampling", "qtables", "progressive", "quality")}
+        Image.new("RGB", (8, 8)).save(buffer, format="JPEG", **header)
+        data = jpeg.encode_with_opencv(np.asarray(image), buffer.getvalue(), quality=quality,
+                                       sampling=sampling, progressive=bool(params.get("progressive")))
+    else:
+        image.save(buffer, format="JPEG", **params)
+        data = buffer.getvalue()
+    tmp.write_bytes(jpeg.join_mpf(data, pictures) if pictures else data)
 
 
 def _pillow_params(photo: Photo, fmt: str, channels: int, quality: int | None, *,
@@ -259,14 +334,24 @@ def _pillow_params(photo: Photo, fmt: str, channels: int, quality: int | None, *
             info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", "replace"))
             params["pnginfo"] = info
         return params
-    if xmp and fmt in ("JPEG", "WEBP"):
+    if xmp and fmt in ("JPEG", "WEBP", "AVIF"):
         params["xmp"] = xmp
-    source_q = meta.jpeg_quality if meta.format == "JPEG" else None
+    same = meta.format == "JPEG"
+    source_q = meta.jpeg_quality if same else None
     if fmt == "JPEG":
-        params["quality"] = int(quality or source_q or DEFAULT_JPEG_QUALITY)
+        if quality is None and same and meta.jpeg_qtables:  # the source's own tables, exactly
+            params["qtables"] = [list(table) for table in meta.jpeg_qtables]
+        else:
+            params["quality"] = int(quality or source_q or DEFAULT_JPEG_QUALITY)
         if channels == 3:
-            params["subsampling"] = (meta.jpeg_subsampling if meta.format == "JPEG" and
-                                     meta.jpeg_subsampling else "4:4:4")
+            sampling = meta.jpeg_subsampling if same and meta.jpeg_subsampling else "4:4:4"
+            if sampling not in jpeg.ENCODER_SUBSAMPLINGS + tuple(jpeg.OPENCV_SUBSAMPLINGS):
+                sampling = "4:4:4"  # unknown to both encoders; 4:4:4 keeps all the colour
+            params["subsampling"] = sampling  # 4:4:0 and 4:1:1 go through OpenCV
+        if same and meta.jpeg_progressive:
+            params["progressive"] = True
+    elif fmt == "AVIF":
+        params["quality"] = int(quality or source_q or DEFAULT_JPEG_QUALITY)
     elif fmt == "WEBP":
         if quality is None and meta.format in _LOSSLESS_SOURCES:
             params["lossless"] = True

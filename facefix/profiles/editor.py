@@ -15,24 +15,24 @@ from typing import Any
 
 import numpy as np
 
+from facefix.common.atomic import atomic_write_bytes
 from facefix.common.files import file_sha256
 from facefix.errors import ProfileError
+from facefix.faces.align import CROP_SIZE
 from facefix.profiles.names import (
-    _BACKEND_RE,
-    _SHA256_RE,
-    _TMP_PREFIX,
+    BACKEND_RE,
     SCHEMA_VERSION,
-    _validate_kind,
+    SHA256_RE,
+    TMP_PREFIX,
+    validate_kind,
 )
-from facefix.profiles.records import Artifact, Reference, _now
+from facefix.profiles.records import Artifact, Reference, utc_now
 from facefix.profiles.storage import (
-    _atomic_write,
-    _fsync_dir,
-    _lock,
-    _plain_json,
-    _Slot,
+    Slot,
+    fsync_dir,
+    lock,
+    plain_json,
 )
-from facefix.restorers.base import CROP_SIZE
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class ProfileEditor:
     reader sees the profile as it was.
     """
 
-    def __init__(self, slot: _Slot, *, create: bool, check: Callable[[], None] | None = None):
+    def __init__(self, slot: Slot, *, create: bool, check: Callable[[], None] | None = None):
         self._slot = slot
         self._create = create
         self._check = check
@@ -57,7 +57,7 @@ class ProfileEditor:
 
     # -- context manager
     def __enter__(self) -> ProfileEditor:
-        self._lock_cm = _lock(self._slot.lock_path, self._slot.label)
+        self._lock_cm = lock(self._slot.lock_path, self._slot.label)
         self._lock_cm.__enter__()
         try:
             if self._check is not None:
@@ -142,7 +142,7 @@ class ProfileEditor:
         """
         self._check_open()
         sha256 = str(sha256).lower()
-        if not _SHA256_RE.match(sha256):
+        if not SHA256_RE.match(sha256):
             raise ValueError(f"sha256 must be 64 hex digits, got {sha256!r}")
         for ref in self._refs:
             if ref.sha256 == sha256:
@@ -158,7 +158,7 @@ class ProfileEditor:
         if len(box_t) != 4:
             raise ValueError(f"box must be (x0, y0, x1, y1), got {box!r}")
         emb = {backend: self._unit(backend, vec) for backend, vec in embeddings.items()}
-        info_d = _plain_json(info, "info")
+        info_d = plain_json(info, "info")
 
         from PIL import Image
 
@@ -169,14 +169,14 @@ class ProfileEditor:
         self._write_file(self._slot.path / crop_rel, png)
         ref = Reference(
             id=sha256[:16], source=str(Path(source).expanduser().absolute()), sha256=sha256,
-            crop=crop_rel, embeddings=emb, box=box_t, added=_now(), info=info_d,
+            crop=crop_rel, embeddings=emb, box=box_t, added=utc_now(), info=info_d,
         )
         self._refs.append(ref)
         self._dirty = True
         return ref
 
     def _unit(self, backend: str, vec: np.ndarray) -> np.ndarray:
-        if not isinstance(backend, str) or not _BACKEND_RE.match(backend):
+        if not isinstance(backend, str) or not BACKEND_RE.match(backend):
             raise ValueError(
                 f"invalid embedding backend name {backend!r}: use letters, digits, '.', '_', '-'"
             )
@@ -218,8 +218,8 @@ class ProfileEditor:
         from safetensors.torch import save_file
 
         self._check_open()
-        _validate_kind(kind)
-        settings_d = _plain_json(settings, "artifact settings")
+        validate_kind(kind)
+        settings_d = plain_json(settings, "artifact settings")
         bad = [k for k, v in tensors.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
         if bad or not tensors:
             raise ValueError(f"tensors must be a non-empty dict of str -> torch.Tensor (bad keys: {bad})")
@@ -228,7 +228,7 @@ class ProfileEditor:
         meta = {"facefix.kind": kind, "facefix.settings": json.dumps(settings_d, ensure_ascii=False)}
         adir = self._slot.path / "artifacts"
         adir.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=adir, suffix=".safetensors")
+        fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=adir, suffix=".safetensors")
         os.close(fd)
         tmp = Path(tmp_name)
         try:
@@ -242,7 +242,7 @@ class ProfileEditor:
             else:
                 os.replace(tmp, final)
                 self._new_files.append(final)
-                _fsync_dir(adir)
+                fsync_dir(adir)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -253,7 +253,7 @@ class ProfileEditor:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-        art = Artifact(kind=kind, file=rel, settings=settings_d, created=_now())
+        art = Artifact(kind=kind, file=rel, settings=settings_d, created=utc_now())
         self._artifacts[kind] = art
         self._dirty = True
         return art
@@ -263,7 +263,7 @@ class ProfileEditor:
         if path.exists():  # content-addressed: same name, same bytes
             return
         try:
-            _atomic_write(path, data)
+            atomic_write_bytes(path, data)
         except OSError as exc:
             raise ProfileError(f"could not write {path} ({exc}); {self._slot.label} is unchanged") from exc
         self._new_files.append(path)
@@ -279,7 +279,7 @@ class ProfileEditor:
             blob = save(vectors)
             emb_rel = f"embeddings-{hashlib.sha256(blob).hexdigest()[:16]}.safetensors"
             self._write_file(self._slot.path / emb_rel, blob)
-        now = _now()
+        now = utc_now()
         data = {
             "schema": SCHEMA_VERSION,
             "name": self._slot.name,

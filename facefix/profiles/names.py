@@ -15,12 +15,12 @@ SCHEMA_VERSION = 1
 MAX_NAME_LENGTH = 64
 MANIFEST = "manifest.json"
 
-_TMP_PREFIX = ".tmp-"
+TMP_PREFIX = ".tmp-"
 _FORBIDDEN_CHARS = set('/\\:*?"<>|')
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {f"{p}{i}" for p in ("com", "lpt") for i in range(1, 10)}
 _KIND_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
-_BACKEND_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+BACKEND_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _NAME_RULES = (
     "profile names are 1-64 characters of letters (any script), digits, spaces and punctuation, "
     "not starting with '.' or '_' nor ending with '.', without '/', '\\', '..', ':*?\"<>|' "
@@ -74,7 +74,7 @@ def validate_name(name: str) -> str:
     return norm
 
 
-def _validate_kind(kind: str) -> str:
+def validate_kind(kind: str) -> str:
     if not isinstance(kind, str) or not _KIND_RE.match(kind) or ".." in kind:
         raise ValueError(
             f"invalid artifact kind {kind!r}: use '/'-separated parts of letters, digits, "

@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- records
 
 
-def _now() -> datetime:
+def utc_now() -> datetime:
     # Whole seconds: readable manifests, and a record equals its reloaded self.
     return datetime.now(timezone.utc).replace(microsecond=0)
 

@@ -6,7 +6,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from datetime import datetime
@@ -15,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from facefix.common.atomic import atomic_write_bytes
 from facefix.errors import ProfileError
-from facefix.profiles.names import _TMP_PREFIX, MANIFEST, SCHEMA_VERSION, _validate_kind
+from facefix.profiles.names import MANIFEST, SCHEMA_VERSION, TMP_PREFIX, validate_kind
 from facefix.profiles.records import Artifact, Profile, Reference
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON-compatible")
 
 
-def _plain_json(value: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
+def plain_json(value: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
     """Round-trip through JSON so that what is returned equals what will be reloaded."""
     try:
         return json.loads(json.dumps(dict(value or {}), default=_json_default, allow_nan=False))
@@ -44,7 +44,7 @@ def _plain_json(value: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
         raise ValueError(f"{what} must be JSON-compatible (str/number/bool/list/dict): {exc}") from exc
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     # Makes the rename itself durable; not possible on every platform.
     with contextlib.suppress(OSError, AttributeError):
         fd = os.open(directory, os.O_RDONLY)
@@ -52,23 +52,6 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new bytes, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _parse_time(value: Any, manifest: Path) -> datetime:
@@ -84,8 +67,8 @@ _held = threading.local()
 
 
 @contextlib.contextmanager
-def _lock(lock_path: Path, label: str) -> Iterator[None]:
-    """Exclusive inter-process lock on ``lock_path``; refuses nesting in one thread."""
+def lock(lock_path: Path, label: str) -> Iterator[None]:
+    """Exclusive inter-process lock on ``lock_path`` (filelock: flock on POSIX, msvcrt on Windows); refuses nesting in one thread."""
     held: set[str] = _held.__dict__.setdefault("paths", set())
     key = str(lock_path)
     if key in held:
@@ -93,31 +76,27 @@ def _lock(lock_path: Path, label: str) -> Iterator[None]:
             f"{label} is already being edited by this program; save through the open editor "
             "instead of starting a second edit"
         )
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks here; writers are not serialised.
-        fcntl = None
+    from filelock import FileLock, Timeout
+
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+b") as fh:
-        if fcntl is not None:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                logger.info("waiting for another facefix process that is editing %s", label)
-                fcntl.flock(fh, fcntl.LOCK_EX)
-        held.add(key)
-        try:
-            yield
-        finally:
-            held.discard(key)
-            if fcntl is not None:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+    file_lock = FileLock(lock_path)
+    try:
+        file_lock.acquire(timeout=0)
+    except Timeout:
+        logger.info("waiting for another facefix process that is editing %s", label)
+        file_lock.acquire()
+    held.add(key)
+    try:
+        yield
+    finally:
+        held.discard(key)
+        file_lock.release()
 
 
 # --------------------------------------------------------------------------- one manifest directory
 
 
-class _Slot:
+class Slot:
     """One directory with a manifest: a person's profile or the generic model."""
 
     def __init__(self, path: Path, name: str, label: str, lock_path: Path):
@@ -203,7 +182,7 @@ class _Slot:
     def write_manifest(self, data: dict[str, Any]) -> None:
         text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
         try:
-            _atomic_write(self.manifest_path, text.encode("utf-8"))
+            atomic_write_bytes(self.manifest_path, text.encode("utf-8"))
         except OSError as exc:
             raise ProfileError(
                 f"could not write {self.manifest_path} ({exc}); {self.label} is unchanged"
@@ -215,7 +194,7 @@ class _Slot:
         keep |= {self.path / a["file"] for a in data["artifacts"].values()}
         if data.get("embeddings"):
             keep.add(self.path / data["embeddings"])
-        candidates = [*self.path.glob(f"{_TMP_PREFIX}*"), *self.path.glob("embeddings-*.safetensors")]
+        candidates = [*self.path.glob(f"{TMP_PREFIX}*"), *self.path.glob(".*.part"), *self.path.glob("embeddings-*.safetensors")]
         for sub in ("crops", "artifacts"):
             if (self.path / sub).is_dir():
                 candidates += [p for p in (self.path / sub).iterdir() if p.is_file()]
@@ -226,7 +205,7 @@ class _Slot:
                     file.unlink()
 
     def work_dir(self, kind: str) -> Path:
-        path = self.path / "work" / _validate_kind(kind)
+        path = self.path / "work" / validate_kind(kind)
         path.mkdir(parents=True, exist_ok=True)
         return path
 

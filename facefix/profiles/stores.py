@@ -16,11 +16,11 @@ import numpy as np
 
 from facefix.common import paths
 from facefix.errors import ProfileError
+from facefix.faces.align import CROP_SIZE
 from facefix.profiles.editor import ProfileEditor
 from facefix.profiles.names import MANIFEST, validate_name
 from facefix.profiles.records import Artifact, Profile
-from facefix.profiles.storage import _fsync_dir, _lock, _Slot
-from facefix.restorers.base import CROP_SIZE
+from facefix.profiles.storage import Slot, fsync_dir, lock
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +56,12 @@ class ProfileStore:
     def exists(self, name: str) -> bool:
         return validate_name(name) in self._dir_names()
 
-    def _slot(self, name: str) -> _Slot:
+    def _slot(self, name: str) -> Slot:
         dirname = self._dir_names().get(name, name)
         lock = self.root / ".locks" / f"{name.casefold()}.lock"
-        return _Slot(self.root / dirname, name, f"profile {name!r}", lock)
+        return Slot(self.root / dirname, name, f"profile {name!r}", lock)
 
-    def _existing(self, name: str) -> _Slot:
+    def _existing(self, name: str) -> Slot:
         name = validate_name(name)
         names = self.names()
         if name not in names:
@@ -169,7 +169,7 @@ class ProfileStore:
     def remove(self, name: str) -> None:
         """Delete a profile with everything in it."""
         name = validate_name(name)
-        with _lock(self._slot(name).lock_path, f"profile {name!r}"):
+        with lock(self._slot(name).lock_path, f"profile {name!r}"):
             slot = self._existing(name)
             # Move aside first so that a crash mid-delete never leaves a half profile.
             trash = self.root / f".trash-{os.getpid()}-{slot.path.name}"
@@ -184,7 +184,7 @@ class ProfileStore:
             return
         with contextlib.ExitStack() as stack:
             for key in sorted({old.casefold(), new.casefold()}):  # one order: no deadlock
-                stack.enter_context(_lock(self.root / ".locks" / f"{key}.lock", f"profile {key!r}"))
+                stack.enter_context(lock(self.root / ".locks" / f"{key}.lock", f"profile {key!r}"))
             src = self._existing(old)
             clash = [n for n in self.names() if n != old and n.casefold() == new.casefold()]
             if clash:
@@ -197,8 +197,8 @@ class ProfileStore:
                 # A directory without a manifest is the leftover of a crashed first enroll.
                 shutil.rmtree(dst)
             os.rename(src.path, dst)
-            _fsync_dir(self.root)
-            moved = _Slot(dst, new, f"profile {new!r}", src.lock_path)
+            fsync_dir(self.root)
+            moved = Slot(dst, new, f"profile {new!r}", src.lock_path)
             data = moved.read_manifest()
             data["name"] = new  # informational: the directory name is what counts
             moved.write_manifest(data)
@@ -206,15 +206,19 @@ class ProfileStore:
 
 
 class GenericStore:
-    """Artifacts of the generic (not personalised) model, under ``paths.data_dir()/"generic"``.
+    """Artifacts with no references: the generic (not personalised) model, under ``paths.data_dir()/"generic"``.
+
+    The same crash-safe slot holds each adapted restorer (:mod:`facefix.profiles.adapted`).
 
     Args:
         root: directory to use instead of the default.
+        name: the slot's name in its manifest.
+        label: how messages name it.
     """
 
-    def __init__(self, root: Path | None = None):
+    def __init__(self, root: Path | None = None, *, name: str = "_generic", label: str = "the generic model"):
         self.root = Path(root) if root is not None else paths.data_dir() / "generic"
-        self._slot = _Slot(self.root, "_generic", "the generic model", self.root / ".lock")
+        self._slot = Slot(self.root, name, label, self.root / ".lock")
 
     def path(self) -> Path:
         return self.root

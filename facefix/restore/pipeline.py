@@ -26,11 +26,12 @@ from facefix.faces import (
     paste_faces,
     warp_face,
 )
+from facefix.faces.align import CROP_SIZE
 from facefix.faces.grain import estimate_grain
 from facefix.faces.types import Face
 from facefix.photos import Photo, PhotoMeta, read_photo, write_photo
 from facefix.restore.matching import Gallery, assign
-from facefix.restorers.base import CROP_SIZE, Restorer
+from facefix.restorers.base import Restorer
 
 log = logging.getLogger(__name__)
 

@@ -48,6 +48,38 @@ def is_input_name(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in INPUT_SUFFIXES
 
 
+#: Image formats found in photo folders that facefix does not read (camera raw, JPEG 2000, ...).
+OTHER_IMAGE_SUFFIXES = frozenset({
+    ".jp2", ".j2k", ".jpx", ".jxl", ".tga", ".psd", ".ico", ".pcx", ".ppm", ".pgm",
+    ".pbm", ".svg", ".eps", ".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".orf",
+    ".rw2", ".raf", ".pef", ".srw", ".x3f", ".3fr", ".erf", ".kdc", ".mrw",
+})
+
+
+@dataclass(frozen=True)
+class NotRead:
+    """A file in a scanned folder that is not a photo facefix reads, and why (reported, never an error)."""
+
+    path: Path
+    why: str
+
+
+def not_read_reason(name: str) -> str:
+    """Why a folder file that is not an input is left alone, naming the fix where there is one."""
+    ext = os.path.splitext(name)[1].lower()
+    if ext in OTHER_IMAGE_SUFFIXES:
+        return f"{ext} images are not read by facefix; convert it to TIFF, PNG or JPEG to restore it"
+    return "not a photo (" + (f"{ext} file" if ext else "no extension") + ")"
+
+
+@dataclass
+class Plan:
+    """What a run will do: the (source, target) jobs, and the folder files it leaves alone."""
+
+    jobs: list[Job]
+    not_read: list[NotRead]
+
+
 def _matches(rel: PurePosixPath, patterns: Sequence[str]) -> bool:
     """Case-insensitive glob match against the relative path, the name, or any parent folder."""
     candidates = [rel.as_posix().lower(), rel.name.lower()]
@@ -57,18 +89,18 @@ def _matches(rel: PurePosixPath, patterns: Sequence[str]) -> bool:
 
 
 def _scan(folder: Path, recursive: bool, skip_dirs: set[Path]) -> Iterable[Path]:
-    """Candidate files under ``folder``, sorted; links to files are kept (they may be
+    """Files under ``folder`` that are not hidden, sorted; links to files are kept (they may be
     broken or loops: reading reports that), links to folders are not followed."""
     if not recursive:
         with os.scandir(folder) as it:
-            names = sorted(e.name for e in it if is_input_name(e.name) and not _is_dir(e))
+            names = sorted(e.name for e in it if not e.name.startswith(".") and not _is_dir(e))
         yield from (folder / n for n in names)
         return
     for root, dirs, files in os.walk(folder, followlinks=False):
         here = Path(root)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and _real(here / d) not in skip_dirs
                          and not (here / d / STATE_NAME).exists())  # another run's output folder
-        yield from (here / f for f in sorted(files) if is_input_name(f))
+        yield from (here / f for f in sorted(files) if not f.startswith("."))
 
 
 def _is_dir(entry: os.DirEntry) -> bool:
@@ -78,7 +110,12 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
-def plan_jobs(
+def plan_jobs(*args, **kwargs) -> list[Job]:
+    """The jobs of :func:`plan_inputs` (same arguments)."""
+    return plan_inputs(*args, **kwargs).jobs
+
+
+def plan_inputs(
     paths: list[Path],
     *,
     output_dir: Path | None,
@@ -88,8 +125,12 @@ def plan_jobs(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     known_outputs: set[Path] | None = None,
-) -> list[Job]:
+) -> Plan:
     """One job per input photo; folders are expanded and mirrored under ``output_dir``.
+
+    Files of a scanned folder that are not photos facefix reads are listed in
+    ``Plan.not_read`` with the reason (a named file is always a job: reading it
+    says what is wrong).
 
     Args:
         paths: files and folders the user named (a named file is always taken).
@@ -106,6 +147,7 @@ def plan_jobs(
             output) would share a file.
     """
     jobs: list[Job] = []
+    not_read: list[NotRead] = []
     known = known_outputs or set()
     out_root = _real(output_dir) if output_dir is not None else None
     for path in paths:
@@ -128,6 +170,10 @@ def plan_jobs(
                     continue  # an output written beside its source
                 if src.stem.endswith(f"{suffix}_compare") or src.parent.name.endswith(f"{suffix}_faces"):
                     continue  # --compare / --save-faces side images
+                if not is_input_name(src.name):
+                    if src.name != STATE_NAME and not src.name.endswith(".part"):
+                        not_read.append(NotRead(src, not_read_reason(src.name)))
+                    continue
                 folder = output_dir / src.parent.relative_to(path) if output_dir is not None else None
                 jobs.append(Job(src, _target(src, folder, suffix, ext)))
         elif path.exists() or path.is_symlink():
@@ -149,7 +195,7 @@ def plan_jobs(
         if other is not None and other != job.source:
             raise UsageError(f"the output for {other} would overwrite the input {job.source}; "
                              "give --output DIR or another --suffix")
-    return jobs
+    return Plan(jobs, not_read)
 
 
 def _real(path: Path) -> Path:

@@ -18,7 +18,6 @@ model, deleted output — is redone.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import sqlite3
@@ -27,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from facefix.common.files import file_sha256
+from facefix.common.files import file_sha256, json_key
 from facefix.errors import UsageError
 
 STATE_NAME = ".facefix-runs.sqlite"
@@ -69,8 +68,7 @@ CREATE TABLE IF NOT EXISTS done (
 
 def settings_key(settings: dict) -> str:
     """A short stable hash of everything that changes an output's pixels."""
-    blob = json.dumps(settings, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+    return json_key(settings, 32, compact=True)
 
 
 @dataclass(frozen=True)
@@ -249,7 +247,7 @@ def _check_writable(path: Path) -> None:
 def sweep_partials(targets: list[Path]) -> list[Path]:
     """Remove temp files a killed run left beside these targets (``.<name>.*.part``).
 
-    Only the temp names :func:`facefix.photos.atomic_output` would use for the
+    Only the temp names :func:`facefix.common.atomic_output` would use for the
     planned targets are touched; returns what was removed.
     """
     removed = []

@@ -12,8 +12,9 @@ and never half a line::
 
 ``status`` is ``restored``, ``no face`` (nothing to restore: ``output`` is
 null, or the copy ``--copy-unchanged`` wrote), ``skipped`` (done by an
-earlier run; see ``why``: ``done`` or ``done, no face``) or ``failed``
-(``error`` names the file and the fix).
+earlier run; see ``why``: ``done`` or ``done, no face``), ``failed``
+(``error`` names the file and the fix) or ``not read`` (a file of a scanned
+folder that is not a photo facefix reads; ``why`` says what it is and the fix).
 
 File names are bytes on Linux and need not be UTF-8. The report is UTF-8
 JSON, so a name that is not valid UTF-8 is written readable, each
@@ -76,7 +77,8 @@ def outcome_records(outcome: Outcome) -> list[dict]:
     if result is not None:
         output = None if result.output is None else str(result.output)
     else:
-        output = None if outcome.status == "skipped" and outcome.why == "done, no face" else str(job.target)
+        no_output = outcome.status == "not read" or (outcome.status == "skipped" and outcome.why == "done, no face")
+        output = None if no_output else str(job.target)
     photo = {
         "record": "photo",
         "file": str(job.source),

@@ -33,11 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
+from facefix.common.atomic import atomic_output
 from facefix.common.files import file_sha256
 from facefix.errors import FacefixError
 from facefix.faces import FaceAnalyzer
 from facefix.photos import Photo, read_photo
-from facefix.photos.atomic import atomic_output
 from facefix.restore.matching import Gallery
 from facefix.restore.pipeline import (
     Analysis,
@@ -65,8 +65,9 @@ class Outcome:
     Attributes:
         status: "restored", "no face" (nothing to restore: no file written,
             or with --copy-unchanged the source copied), "skipped" (done by
-            an earlier run), "failed" or "cancelled" (the run was
-            interrupted before it).
+            an earlier run), "failed", "cancelled" (the run was
+            interrupted before it) or "not read" (a folder file that is not a
+            photo facefix reads; reported, never run).
         why: for "skipped" and "restored": the resume decision ("new", "photo changed", ...).
         error: for "failed": the message naming the file and the fix.
         result: for "restored" and "no face": the faces and files written

@@ -13,8 +13,6 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-CROP_SIZE = 512
-
 
 @runtime_checkable
 class Restorer(Protocol):

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facefix.common.devices import inference_dtype
 from facefix.errors import ModelError, ProfileError
 from facefix.restorers.base import Restorer, check_crops
 from facefix.restorers.colorfix import color_fix
@@ -124,9 +125,9 @@ def personalize(
         unet_lora: ``(tensors, settings)`` of kind ``diffusion/<set>/unet_lora``.
         guide_adapter: ``(tensors, settings)`` of kind ``diffusion/<set>/guide``.
         adapter_name: peft adapter name (several people can share loaded parts,
-            see :class:`facefix.providers.engines.DiffusionRestorers`); default ``facefix``.
+            see :class:`facefix.providers.diffusion.DiffusionRestorers`); default ``facefix``.
     """
-    from facefix.training.lora import (
+    from facefix.restorers.adapters import (
         ADAPTER,
         apply_guide_adapter,
         apply_unet_lora,
@@ -183,7 +184,7 @@ class DiffusionRestorer:
         self.device = torch.device(device) if device is not None else parts.device
         self.dtype = parts.dtype
         if settings.fuse_lora:
-            from facefix.training.lora import merge_adapters
+            from facefix.restorers.adapters import merge_adapters
 
             merge_adapters(parts.unet)
             merge_adapters(parts.guide)
@@ -229,8 +230,9 @@ class DiffusionRestorer:
             ModelError: weights missing (names the id, where it looked and the
                 ``facefix models pull`` command).
         """
+        from facefix.modelsets.hub import locate
         from facefix.modelsets.parts import load_parts
-        from facefix.modelsets.registry import ModelSet, locate, resolve_model_set
+        from facefix.modelsets.registry import ModelSet, resolve_model_set
 
         if not isinstance(model_set, ModelSet):
             model_set = resolve_model_set(model_set)
@@ -238,7 +240,7 @@ class DiffusionRestorer:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if dtype is None:
-            dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
+            dtype = inference_dtype(device)
         parts = load_parts(paths, device="cpu" if settings.low_vram else device, dtype=dtype)
         personalize(parts, unet_lora, guide_adapter)
         prompt = unet_lora[1].get("pivot_prompt", "") if unet_lora else ""

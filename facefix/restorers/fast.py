@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facefix.common.atomic import atomic_output
 from facefix.errors import ModelError, UsageError
 from facefix.restorers.base import check_crops
 
@@ -317,10 +318,8 @@ class FastRestorer(nn.Module):
         from safetensors.torch import save_file
 
         tensors, settings = self.state()
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"facefix": json.dumps(settings)})
-        tmp.replace(path)
+        with atomic_output(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"facefix": json.dumps(settings)})
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> "FastRestorer":

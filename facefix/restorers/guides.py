@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from facefix.quality.degrade import to_luma
 from facefix.faces.landmarks import INNER_LIPS, LEFT_EYE, RIGHT_EYE, aligned_landmarks68
+from facefix.quality.degrade import to_luma
 
 
 @dataclass(frozen=True, eq=False)

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facefix.quality.degrade import to_luma
 from facefix.faces.landmarks import (
     LEFT_EYE,
     OUTER_LIPS,
@@ -42,6 +41,7 @@ from facefix.faces.landmarks import (
     aligned_landmarks68,
     face_region_mask,
 )
+from facefix.quality.degrade import to_luma
 from facefix.restorers.base import Restorer, check_crops
 from facefix.restorers.guides import GuideSet, landmark_map, rank_guides, warp_guide
 

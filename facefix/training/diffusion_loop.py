@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,6 +23,9 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from facefix.common.atomic import atomic_output
+from facefix.common.files import stable_json
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ def fingerprint(*parts) -> str:
         elif isinstance(part, torch.Tensor):
             digest.update(part.detach().cpu().contiguous().numpy().tobytes())
         else:
-            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+            digest.update(stable_json(part))
     return digest.hexdigest()[:20]
 
 
@@ -84,9 +86,8 @@ def save_checkpoint(work_dir: Path, model_tensors: dict[str, torch.Tensor], opti
         for key, value in state.items():
             if isinstance(value, torch.Tensor):
                 tensors[f"optim.{index}.{key}"] = value.detach().cpu().contiguous()
-    tmp = work_dir / (CHECKPOINT + ".tmp")
-    save_file(tensors, str(tmp), metadata={"facefix": json.dumps(meta)})
-    os.replace(tmp, work_dir / CHECKPOINT)
+    with atomic_output(work_dir / CHECKPOINT) as tmp:
+        save_file(tensors, str(tmp), metadata={"facefix": json.dumps(meta)})
     return work_dir / CHECKPOINT
 
 

@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from facefix.profiles.kinds import guide_kind, unet_lora_kind
 from facefix.restorers.base import Restorer
 from facefix.training import diffusion_loop as common
 from facefix.training.generic_faces import cached_class_images, cached_generic_faces
@@ -27,14 +28,6 @@ from facefix.training.stage1 import Stage1Config, train_stage1
 from facefix.training.stage2 import Degrade, Stage2Config, train_stage2
 
 log = logging.getLogger(__name__)
-
-
-def unet_lora_kind(model_set_key: str) -> str:
-    return f"diffusion/{model_set_key}/unet_lora"
-
-
-def guide_kind(model_set_key: str) -> str:
-    return f"diffusion/{model_set_key}/guide"
 
 
 @dataclass(frozen=True)

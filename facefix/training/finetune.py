@@ -26,12 +26,12 @@ from facefix.training.loop import (
     StepInfo,
     TrainConfig,
     TrainResult,
-    _jsonable,
     fit,
+    jsonable,
     restoration_loss,
     resume_point,
 )
-from facefix.training.pseudo_targets import _down
+from facefix.training.pseudo_targets import downsample
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def pair_loss(pred: torch.Tensor, target: torch.Tensor, degraded: torch.Tensor, 
     loss = restoration_loss(pred, target, config.train)
     if config.fidelity_weight > 0 and config.fidelity_scale > 1:
         s = config.fidelity_scale
-        loss = loss + config.fidelity_weight * F.l1_loss(_down(pred.float(), s), _down(degraded.float(), s))
+        loss = loss + config.fidelity_weight * F.l1_loss(downsample(pred.float(), s), downsample(degraded.float(), s))
     return loss
 
 
@@ -144,7 +144,7 @@ def finetune_on_pairs(
 ) -> TrainResult:
     """Fine-tune a fast restorer on (degraded input, pseudo-target) pairs within a time budget.
 
-    The loop is :func:`facefix.training.loop.train_fast`'s (warm-up + cosine over the
+    The loop is :func:`facefix.training.loop.fit` (warm-up + cosine over the
     budget, checkpoints every ``checkpoint_every_s``, Ctrl-C keeps the last good
     weights), with the pairs given instead of synthesised.
 
@@ -198,7 +198,7 @@ def finetune_on_pairs(
             "faces": int(len(inputs)),
             "seed": seed,
             "interrupted": interrupted,
-            "finetune_config": _jsonable(asdict(config)),
+            "finetune_config": jsonable(asdict(config)),
         },
     )
     log.info("adapted restorer: %d steps in %.0f s, loss %.4f", step, seconds, history[-1] if history else float("nan"))

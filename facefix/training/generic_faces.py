@@ -36,6 +36,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from facefix.common.atomic import atomic_output, atomic_write_bytes
+from facefix.common.files import json_key
 from facefix.common.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -234,7 +236,7 @@ RECORD = "painted.json"
 
 
 def _digest(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return json_key(value, 10)
 
 
 def _set_name(parts) -> str:
@@ -274,9 +276,7 @@ def _cached_paintings(
                 log.info("%s holds images painted with other settings; painting them again", directory)
             for stale in [*directory.glob("*.png"), *directory.glob("*.skip")]:
                 stale.unlink()
-            tmp = directory / (RECORD + ".tmp")
-            tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-            tmp.replace(record_file)
+            atomic_write_bytes(record_file, json.dumps(record, indent=1, sort_keys=True).encode())
     n = len(prompts)
     missing = [i for i in range(n) if not (directory / f"{i:04d}.png").is_file() and not (directory / f"{i:04d}.skip").is_file()]
     if missing:
@@ -292,9 +292,8 @@ def _cached_paintings(
             if image is None:
                 (directory / f"{i:04d}.skip").touch()
                 continue
-            tmp = directory / f"{i:04d}.tmp.png"
-            Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8)).save(tmp)
-            tmp.replace(directory / f"{i:04d}.png")
+            with atomic_output(directory / f"{i:04d}.png") as tmp:
+                Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8)).save(tmp, format="PNG")
         if progress is not None:
             progress(start + len(chunk), len(missing))
     faces = [

@@ -1,4 +1,4 @@
-"""Train the fast restorer on a person's (or everyone's) aligned reference faces.
+"""The fast restorer's training loop (:func:`fit`), shared by enrolment and album adaptation.
 
 Training pairs are made on the fly: a reference is augmented (flip, small
 shift/zoom/rotation, colour jitter, sometimes gray), a window is cut at full
@@ -8,10 +8,6 @@ image-gradient term (both push against the soft, averaged look that plain
 L1/L2 gives). Training stops at a time budget (or a step cap), keeps a
 checkpoint that a later call can ``resume`` from, and treats Ctrl-C as "stop
 now, keep what you have".
-
-A generic model is trained from scratch (``init=None``) on every enrolled
-reference; a person's model starts from the generic weights (``init=``) with a
-lower learning rate.
 """
 
 from __future__ import annotations
@@ -21,7 +17,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facefix.common.atomic import atomic_output
 from facefix.errors import ModelError, UsageError
 from facefix.quality.degrade import (
     Augmentation,
@@ -42,9 +39,7 @@ from facefix.restorers.fast import (
     FastConfig,
     FastNet,
     FastRestorer,
-    export_weights,
     resolve_precision,
-    weights_settings,
 )
 
 logger = logging.getLogger(__name__)
@@ -269,7 +264,7 @@ def _lr_at(progress: float, step: int, peak: float, config: TrainConfig) -> floa
     return peak * warm * cos
 
 
-def _check_targets(targets: np.ndarray, config: TrainConfig, net: FastNet) -> None:
+def check_targets(targets: np.ndarray, config: TrainConfig, net: FastNet) -> None:
     if not isinstance(targets, np.ndarray) or targets.ndim != 4 or targets.shape[-1] != 3:
         shape = getattr(targets, "shape", type(targets).__name__)
         raise UsageError(f"training faces must be a uint8 array (N, H, W, 3), got {shape}")
@@ -286,7 +281,6 @@ def _check_targets(targets: np.ndarray, config: TrainConfig, net: FastNet) -> No
 
 def _save_checkpoint(path: Path, net: FastNet, opt: torch.optim.Optimizer, step: int,
                      elapsed: float, rng: np.random.Generator, history: list[float]) -> None:
-    # Atomic: write beside, then rename, so a crash never leaves half a file.
     state = {
         "model": net.state_dict(),
         "optimizer": opt.state_dict(),
@@ -296,9 +290,8 @@ def _save_checkpoint(path: Path, net: FastNet, opt: torch.optim.Optimizer, step:
         "history": torch.tensor(history, dtype=torch.float64),
         "config": net.config.to_dict(),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
@@ -467,101 +460,10 @@ def fit(
     return step, history, interrupted, elapsed()
 
 
-def train_fast(
-    targets: np.ndarray,
-    *,
-    init: dict[str, torch.Tensor] | None = None,
-    budget_s: float = 600.0,
-    max_steps: int | None = None,
-    seed: int = 0,
-    checkpoint_dir: Path | None = None,
-    resume: bool = False,
-    on_step: Callable[[StepInfo], None] | None = None,
-    config: TrainConfig | None = None,
-    model_config: FastConfig | None = None,
-    device: str = "cpu",
-    lr: float | None = None,
-) -> TrainResult:
-    """Train (or fine-tune) a fast restorer within a time budget.
-
-    Args:
-        targets: uint8 (N, 512, 512, 3) aligned clean faces.
-        init: Start weights (e.g. the generic model's tensors); ``None`` trains from scratch.
-        budget_s: Seconds of training, counting time already spent in a resumed run.
-        max_steps: Stop after this many steps in total (``None`` = only the budget limits).
-        seed: Seeds the network init and every random draw of the data.
-        checkpoint_dir: Where to keep ``fast_train.ckpt`` (every ``checkpoint_every_s``);
-            ``None`` keeps no checkpoint.
-        resume: Continue from the checkpoint in ``checkpoint_dir`` when there is one.
-        on_step: Called after every step with a :class:`StepInfo` (drive a progress bar here).
-        config: Training settings; ``TrainConfig()`` by default.
-        model_config: Network shape for a fresh model (and to read ``init``); ``FastConfig()`` by default.
-        device: Torch device to train on.
-        lr: Peak learning rate; default ``config.lr_scratch`` from scratch and
-            ``config.lr_finetune`` from ``init``. An update of the generic model
-            from its previous weights passes ``lr_scratch``: it learns many faces,
-            not one person.
-
-    Returns:
-        A :class:`TrainResult`; ``interrupted`` is True when Ctrl-C stopped it.
-    """
-    config = config or TrainConfig()
-    model_config = model_config or FastConfig()
-    dev = torch.device(device)
-    with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG
-        torch.manual_seed(seed)
-        net = FastNet(model_config)
-    if init is not None:
-        try:
-            net.load_state_dict(init, strict=True)
-        except RuntimeError as exc:
-            raise ModelError(f"start weights do not fit the model shape {model_config} ({exc}); "
-                             "pass the FastConfig the start weights were made with") from exc
-    _check_targets(targets, config, net)
-    net.to(dev).train()
-    peak_lr = lr if lr is not None else (config.lr_scratch if init is None else config.lr_finetune)
-    opt = torch.optim.AdamW(net.parameters(), lr=peak_lr, betas=(0.9, 0.99), weight_decay=config.weight_decay)
-    rng = np.random.default_rng(seed)
-    step, elapsed_before, history = 0, 0.0, []
-
-    ckpt_path, step, elapsed_before, history = resume_point(checkpoint_dir, resume, net, opt, rng, model_config,
-                                                            "fast-restorer training")
-    batches = BatchPrefetcher(PairSampler(targets, config, rng).batch_from, rng, data_workers(config.data_workers, dev))
-    try:
-        step, history, interrupted, seconds = fit(
-            net, opt, next_batch=batches,
-            loss_fn=lambda pred, clean, bad: restoration_loss(pred, clean, config),
-            config=config, peak_lr=peak_lr, budget_s=budget_s, max_steps=max_steps, rng=rng, ckpt_path=ckpt_path,
-            step=step, elapsed_before=elapsed_before, history=history, on_step=on_step, device=dev, what="training",
-        )  # fmt: skip
-    finally:
-        batches.close()
-
-    net.eval()
-    tensors = export_weights(net)
-    settings = weights_settings(
-        model_config,
-        training={
-            "steps": step,
-            "seconds": round(seconds, 1),
-            "faces": int(len(targets)),
-            "seed": seed,
-            "from": "init" if init is not None else "scratch",
-            "interrupted": interrupted,
-            "train_config": _jsonable(asdict(config)),
-        },
-    )
-    logger.info("fast restorer trained: %d steps in %.0f s, final loss %.4f", step, seconds,
-                history[-1] if history else float("nan"))
-    return TrainResult(tensors, settings, step, interrupted, history)
-
-
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
+        return {k: jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     return obj
 
-
-__all__ = ["TrainConfig", "StepInfo", "TrainResult", "train_fast", "restoration_loss", "PairSampler"]

@@ -23,9 +23,7 @@ The fine-tune on the pairs is :mod:`facefix.training.finetune`.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,8 +33,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facefix.common.atomic import atomic_output
+from facefix.common.files import stable_json
 from facefix.errors import ModelError, UsageError
-from facefix.restorers.base import CROP_SIZE
+from facefix.faces.align import CROP_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ PSEUDO_TARGET_VERSION = 1
 # --------------------------------------------------------------------------- low frequencies
 
 
-def _down(x: torch.Tensor, factor: int) -> torch.Tensor:
+def downsample(x: torch.Tensor, factor: int) -> torch.Tensor:
     return F.avg_pool2d(x, factor)
 
 
@@ -71,10 +71,10 @@ def pin_low_frequencies(out: torch.Tensor, ref: torch.Tensor, factor: int, *, it
     if factor <= 1:
         return ref.clone()
     size = out.shape[-2:]
-    residual = _down(ref, factor) - _down(out, factor)
+    residual = downsample(ref, factor) - downsample(out, factor)
     coef = torch.zeros_like(residual)
     for _ in range(max(1, iters)):
-        coef = coef + residual - _down(_up(coef, size), factor)
+        coef = coef + residual - downsample(_up(coef, size), factor)
     return out + _up(coef, size)
 
 
@@ -163,7 +163,7 @@ def restorer_digest(restorer) -> str:
     if not isinstance(restorer, FastRestorer):
         return f"name:{restorer.name}"
     tensors, settings = restorer.state()
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    digest = hashlib.sha256(stable_json(settings))
     for key in sorted(tensors):
         digest.update(key.encode())
         digest.update(tensors[key].detach().cpu().flatten().view(torch.uint8).numpy().tobytes())
@@ -178,7 +178,7 @@ def cache_key(face: np.ndarray, precleaner_digest: str, config: PseudoTargetConf
     settings = {k: v for k, v in config.to_dict().items() if k != "batch_size"}  # batching changes no result
     meta = {"v": PSEUDO_TARGET_VERSION, "pre": precleaner_digest, "config": settings,
             "prior": {k: provenance.get(k) for k in sorted(provenance)}}
-    digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    digest.update(stable_json(meta))
     return digest.hexdigest()[:32]
 
 
@@ -352,10 +352,8 @@ def _read_cached(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
 def _write_cached(path: Path, image: np.ndarray) -> None:
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)  # atomic: a Ctrl-C never leaves half a target
+    with atomic_output(path) as tmp:  # a Ctrl-C never leaves half a target
+        Image.fromarray(image).save(tmp, format="PNG")
 
 
 def generate_pseudo_targets(

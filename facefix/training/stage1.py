@@ -21,13 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facefix.restorers.adapters import UNET_TARGETS, apply_unet_lora
 from facefix.training import diffusion_loop as common
-from facefix.training.lora import (
-    UNET_TARGETS,
-    add_lora,
-    apply_unet_lora,
-    unet_lora_tensors,
-)
+from facefix.training.lora import add_lora, unet_lora_tensors
 
 log = logging.getLogger(__name__)
 
@@ -209,10 +205,10 @@ def _load_lora_into_training(unet, tensors: dict) -> None:
     """Copy checkpointed LoRA values into the freshly added (trainable) adapter."""
     from diffusers.utils import convert_unet_state_dict_to_peft
 
-    from facefix.training.lora import _set_state
+    from facefix.restorers.adapters import set_adapter_state
 
     stripped = {k[len("unet.") :]: v for k, v in tensors.items()}
-    _set_state(unet, convert_unet_state_dict_to_peft(stripped), "facefix", "stage-1 checkpoint")
+    set_adapter_state(unet, convert_unet_state_dict_to_peft(stripped), "facefix", "stage-1 checkpoint")
     for name, param in unet.named_parameters():
         if "lora_" in name:
             param.data = param.data.float()

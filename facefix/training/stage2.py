@@ -28,14 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facefix.restorers.adapters import UNET_TARGETS, tensors_digest
 from facefix.restorers.base import Restorer
 from facefix.training import diffusion_loop as common
-from facefix.training.lora import (
-    UNET_TARGETS,
-    add_guide_adapter,
-    guide_adapter_tensors,
-    tensors_digest,
-)
+from facefix.training.lora import add_guide_adapter, guide_adapter_tensors
 
 log = logging.getLogger(__name__)
 
@@ -216,10 +212,10 @@ def train_stage2(
 
 
 def _load_adapter_into_training(guide, tensors: dict) -> None:
-    from facefix.training.lora import _set_state
+    from facefix.restorers.adapters import set_adapter_state
 
     lora = {k[len("lora.") :]: v for k, v in tensors.items() if k.startswith("lora.")}
-    _set_state(guide, lora, "facefix", "stage-2 checkpoint")
+    set_adapter_state(guide, lora, "facefix", "stage-2 checkpoint")
     params = dict(guide.named_parameters())
     with torch.no_grad():
         for key, value in tensors.items():

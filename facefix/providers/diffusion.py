@@ -1,218 +1,25 @@
-"""Hand out loaded restorers: the generic one and each person's, loaded once.
-
-Two engines, one interface (:class:`facefix.restore.pipeline.RestorerProvider`):
-
-* ``fast`` -- :class:`FastRestorers`, the compact CNN, CPU-capable;
-* ``diffusion`` -- :class:`DiffusionRestorers`, Dual-Pivot Tuning's
-  personalized diffusion restorer, pre-cleaned by the fast one.
-
-:func:`make_provider` builds either from what the user asked for
-(``--engine auto|fast|diffusion``); :func:`choose_engine` is the ``auto`` rule:
-diffusion when a CUDA GPU is present and the model set's weights are on disk.
-"""
+"""The diffusion engine's provider: one loaded model set, each person's Dual-Pivot adapters switched in."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
 
-from facefix.errors import ProfileError, UsageError
+from facefix.common.devices import inference_dtype, resolve_device
 from facefix.profiles import GenericStore, ProfileStore
+from facefix.profiles.kinds import guide_kind, unet_lora_kind
+from facefix.providers.fast import FastRestorers
 from facefix.restorers.base import Restorer
 
 log = logging.getLogger(__name__)
 
-FAST_KIND = "fast"
-ENGINES = ("auto", "fast", "diffusion")
 
-
-def resolve_device(device: str = "auto") -> str:
-    """``auto`` → cuda when available, else cpu; anything else as given."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-class FastRestorers:
-    """A :class:`facefix.restore.pipeline.RestorerProvider` over the fast CNN restorers.
-
-    Args:
-        store: the enrolled people.
-        generic: where the generic model lives.
-        device: torch device for inference ("auto" picks CUDA when present).
-        tta: average each face with its mirror image (slower, a little truer).
-    """
-
-    engine = "fast"
-
-    def __init__(self, store: ProfileStore, generic: GenericStore, *, device: str = "auto", tta: bool = False):
-        self.store = store
-        self.generic = generic
-        self.device = resolve_device(device)
-        self.tta = tta
-        self._cache: dict[str | None, Restorer] = {}
-
-    def _load(self, tensors, settings, name: str) -> Restorer:
-        from facefix.restorers.fast import FastRestorer
-
-        return FastRestorer.load(tensors, settings, name=name, device=self.device, tta=self.tta)
-
-    def _has_generic_model(self) -> bool:
-        """Whether a trained generic fast model is on disk (a corrupt one still raises when loaded)."""
-        return self.generic.exists() and FAST_KIND in self.generic.load().artifacts
-
-    def get(self, person: str | None) -> Restorer:
-        if person in self._cache:
-            return self._cache[person]
-        if person is not None:
-            profile = self.store.load(person)
-            if FAST_KIND in profile.artifacts:
-                tensors, settings = self.store.load_artifact(person, FAST_KIND)
-                restorer = self._load(tensors, settings, f"fast/{person}")
-                self._cache[person] = restorer
-                return restorer
-            log.warning("%s has no trained restorer yet (run 'facefix enroll %s DIR --resume'); "
-                        "using the generic one", person, person)
-            restorer = self.get(None)
-            self._cache[person] = restorer
-            return restorer
-        if not self._has_generic_model():
-            # A fresh install, or the generic model was removed with the person it
-            # learned from: the weight-free restorer keeps restore working.
-            from facefix.restorers.classical import ClassicalRestorer
-
-            log.info("no trained generic restorer yet (it is trained when someone is enrolled with "
-                     "'facefix enroll NAME DIR'); using the classical one (denoise, deblock, deblur)")
-            restorer = ClassicalRestorer()
-            self._cache[None] = restorer
-            return restorer
-        tensors, settings = self.generic.load_artifact(FAST_KIND)
-        restorer = self._load(tensors, settings, "fast/generic")
-        self._cache[None] = restorer
-        return restorer
-
-
-# --------------------------------------------------------------------------- engine choice
-
-
-def _model_set(model_set):
+def as_model_set(model_set):
+    """A :class:`~facefix.modelsets.registry.ModelSet` from a ModelSet, a registered name, a local directory or None."""
     from facefix.modelsets.registry import ModelSet, resolve_model_set
 
     return model_set if isinstance(model_set, ModelSet) else resolve_model_set(model_set)
 
-
-def choose_engine(engine: str, model_set=None, *, device: str = "auto") -> tuple[str, str | None]:
-    """Turn ``auto`` into a concrete engine.
-
-    Args:
-        engine: ``auto``, ``fast`` or ``diffusion``.
-        model_set: a :class:`~facefix.modelsets.registry.ModelSet`, a registered name, a
-            local model-set directory, or None (``FACEFIX_MODEL_SET`` or the default).
-        device: the ``--device`` asked for; ``auto`` picks diffusion only on CUDA.
-
-    Returns:
-        ``(engine, why)``: ``why`` says why ``auto`` fell back to ``fast``
-        (no CUDA GPU, weights not on disk), else None. ``fast`` and
-        ``diffusion`` are returned as given: a missing model set is reported
-        when the diffusion engine is built (:class:`DiffusionRestorers`).
-    """
-    if engine not in ENGINES:
-        raise UsageError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
-    if engine != "auto":
-        return engine, None
-    import torch
-
-    from facefix.modelsets.registry import is_available
-
-    reasons = []
-    if device != "auto" and not str(device).startswith("cuda"):
-        reasons.append(f"--device {device} is not a CUDA GPU")
-    elif not torch.cuda.is_available():
-        reasons.append("no CUDA GPU found")
-    chosen = _model_set(model_set)
-    if not is_available(chosen):
-        reasons.append(f"model set {chosen.name!r} is not on disk (fetch it with `{chosen.pull_command}`)")
-    if not reasons:
-        return "diffusion", None
-    return "fast", "using the fast engine: " + " and ".join(reasons) + "; the diffusion engine needs both"
-
-
-def has_diffusion_artifacts(store: ProfileStore) -> list[str]:
-    """Names of enrolled people who have diffusion adapters (of any model set)."""
-    people = []
-    for name in store.names():
-        try:
-            kinds = store.load(name).artifacts
-        except ProfileError:
-            continue
-        if any(kind.startswith("diffusion/") for kind in kinds):
-            people.append(name)
-    return people
-
-
-def make_provider(
-    engine: str,
-    *,
-    store: ProfileStore,
-    generic: GenericStore,
-    device: str = "auto",
-    tta: bool = False,
-    model_set=None,
-    steps: int | None = None,
-    seed: int | None = None,
-    low_vram: bool = False,
-    references: bool = True,
-):
-    """The restorer provider for ``--engine auto|fast|diffusion``.
-
-    Args:
-        engine: ``auto`` (diffusion when a CUDA GPU and the model set's weights
-            are present, else fast), ``fast`` or ``diffusion``.
-        store, generic: the enrolled people and the generic fast model.
-        device: torch device (``auto``: CUDA when present).
-        tta: mirror test-time augmentation of the fast restorer (also the pre-cleaner).
-        model_set: registered name, local model-set directory, ModelSet or None
-            (``FACEFIX_MODEL_SET``, else the default).
-        steps: diffusion sampler steps (default 25).
-        seed: diffusion seed (default 0): the same seed gives the same output.
-        low_vram: attention slicing, VAE tiling and model CPU offload (6-8 GB cards).
-        references: with the fast engine, restore an enrolled person's faces with
-            their references too (:class:`facefix.restorers.reference.GuidedRestorers`):
-            their detail is warped onto the face and fused where it agrees.
-
-    Returns:
-        A :class:`FastRestorers` (wrapped in ``GuidedRestorers`` with ``references``) or
-        :class:`DiffusionRestorers`; its ``engine`` attribute says which.
-
-    Raises:
-        ModelError: ``diffusion`` asked for and the weights are not on disk
-            (names the id, where it looked and the ``facefix models pull`` command).
-    """
-    concrete, why = choose_engine(engine, model_set, device=device)
-    if why:
-        people = has_diffusion_artifacts(store)
-        if people:
-            log.warning("%s, so %s's diffusion adapters are not used", why, ", ".join(people))
-        else:
-            log.debug("%s", why)
-    fast = FastRestorers(store, generic, device=device, tta=tta)
-    if concrete == "fast":
-        if references:
-            from facefix.restorers.reference import GuidedRestorers
-
-            return GuidedRestorers(fast, store)
-        return fast
-    from facefix.restorers.diffusion import SamplerSettings
-
-    settings = SamplerSettings()
-    settings = replace(settings, steps=settings.steps if steps is None else steps,
-                       seed=settings.seed if seed is None else seed, low_vram=low_vram)
-    return DiffusionRestorers(store, generic, model_set=model_set, device=device, settings=settings, fast=fast)
-
-
-# --------------------------------------------------------------------------- diffusion
 
 
 class DiffusionRestorers:
@@ -248,12 +55,12 @@ class DiffusionRestorers:
 
     def __init__(self, store: ProfileStore, generic: GenericStore, *, model_set=None, device: str = "auto",
                  tta: bool = False, settings=None, fast: FastRestorers | None = None):
-        from facefix.modelsets.registry import locate
+        from facefix.modelsets.hub import locate
         from facefix.restorers.diffusion import SamplerSettings
 
         self.store = store
         self.generic = generic
-        self.model_set = _model_set(model_set)
+        self.model_set = as_model_set(model_set)
         self.paths = locate(self.model_set)  # fail now, before any photo, when weights are missing
         self.device = resolve_device(device)
         if not self.device.startswith("cuda"):
@@ -269,11 +76,10 @@ class DiffusionRestorers:
     def parts(self):
         """The loaded model set (loaded on first access)."""
         if self._parts is None:
-            import torch
 
             from facefix.modelsets.parts import load_parts
 
-            dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
+            dtype = inference_dtype(self.device)
             log.info("loading diffusion model set %s (%s)", self.model_set.name, dtype)
             self._parts = load_parts(self.paths, device="cpu" if self.settings.low_vram else self.device, dtype=dtype)
             self._bank = _AdapterBank(self._parts)
@@ -302,7 +108,6 @@ class DiffusionRestorers:
 
     def _adapters_of(self, person: str):
         """``(unet_lora, guide_adapter or None)`` of ``person`` for this model set, or None."""
-        from facefix.training.dual_pivot import guide_kind, unet_lora_kind
 
         key = self.model_set.key
         kinds = self.store.load(person).artifacts
