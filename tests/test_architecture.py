@@ -28,6 +28,7 @@ LAYERS = (
     ("facefix.providers",),
     ("facefix.enroll",),
     ("facefix.restore",),
+    ("facefix.review",),
     ("facefix.adapt",),
     ("facefix.evaluate",),
     ("facefix.doctor",),

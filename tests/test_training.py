@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers_enrolled import facefix
+from clirun import facefix
 
 from facefix.enroll.fast import train_person
 from facefix.photos import samples

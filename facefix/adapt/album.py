@@ -1,13 +1,8 @@
-"""Adapted restorers: fast restorers fine-tuned on one album's own faces (``facefix adapt``).
+"""Album adaptation (``facefix adapt``): fast restorers fine-tuned on one album's own faces.
 
-Layout of ``paths.data_dir()/"adapted"/<name>/`` is a profile-store slot
-(:mod:`facefix.profiles`, the same crash-safe manifest + content-addressed
-artifacts as the generic model)::
-
-    manifest.json                       artifacts only (no references)
-    artifacts/fast-<hash>.safetensors   the adapted fast restorer; its settings
-                                        record the album, the person, the prior, the recipe
-    work/fast/adapt_train.ckpt          fine-tuning checkpoint for --resume
+Collect the album's faces, make pseudo-targets with the diffusion prior,
+fine-tune the fast restorer on them, save it as an adapted restorer (its store
+and layout: :mod:`facefix.profiles.adapted`).
 
 Pseudo-targets are regenerable, so they live in the cache,
 ``paths.cache_dir()/"adapt"/"pseudo_targets"``, named by content hash.

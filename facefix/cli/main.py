@@ -43,6 +43,7 @@ def build_app() -> typer.Typer:
         models,
         profiles,
         restore,
+        review,
     )
 
     app = typer.Typer(
@@ -56,6 +57,7 @@ def build_app() -> typer.Typer:
     app.command("doctor")(doctor.doctor_command)
     app.command("faces")(faces.faces_command)
     app.command("restore")(restore.restore_command)
+    app.command("review")(review.review_command)
     app.command("enroll")(enroll.enroll_command)
     app.command("eval")(evaluate.eval_command)
     app.command("adapt")(adapt.adapt_command)

@@ -6,6 +6,7 @@ Parses, calls :mod:`facefix.restore.api`, prints.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -98,6 +99,8 @@ def restore_command(
     same command skips photos already done and redoes those that changed.
     Exit status: 0 all done, 1 some photos failed, 2 usage error.
     """
+    if quiet:  # errors only: the log's notes and warnings too
+        logging.getLogger("facefix").setLevel(logging.ERROR)
     request = RestoreRequest(
         paths=tuple(paths), output=output, suffix=suffix, ext=ext, recursive=recursive,
         include=tuple(include or ()), exclude=tuple(exclude or ()),

@@ -28,7 +28,7 @@ from facefix.profiles.adapted import AdaptedStore
 from facefix.restore.pipeline import RestoreOptions
 from facefix.restore.plan import Job, NotRead, plan_inputs
 from facefix.restore.record import Decision, RunState, settings_key, sweep_partials
-from facefix.restore.report import ReportWriter
+from facefix.restore.report import REVIEW_MANIFEST, ReportWriter
 from facefix.restore.runner import Outcome, restored_faces
 
 #: The outcome counts a run reports (``skipped``: done by an earlier run with the same settings;
@@ -296,6 +296,8 @@ class RestoreSession:
             providers = [AdaptedRestorers(request.restorer, fallback=p, device=d, tta=request.tta)
                          for p, d in zip(providers, request.devices)]
         writer = ReportWriter(request.report) if request.report is not None else None
+        # The review page's record of every run into this folder (``facefix review OUT``).
+        manifest = ReportWriter(request.output / REVIEW_MANIFEST, append=True) if request.output is not None else None
 
         def heard(outcome: Outcome) -> None:
             if outcome.status == "cancelled":
@@ -303,6 +305,8 @@ class RestoreSession:
             summary.add(outcome)
             if writer is not None:
                 writer.write(outcome)
+            if manifest is not None:
+                manifest.write(outcome)
             if on_outcome is not None:
                 on_outcome(outcome)
 
@@ -319,6 +323,8 @@ class RestoreSession:
             summary.seconds = time.perf_counter() - start
             if writer is not None:
                 writer.close()
+            if manifest is not None:
+                manifest.close()
         return summary
 
 

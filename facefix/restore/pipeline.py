@@ -320,10 +320,22 @@ def output_path(source: Path, *, output_dir: Path | None, suffix: str, ext: str,
     return target
 
 
+def _labelled(image: np.ndarray, text: str) -> np.ndarray:
+    """``image`` under a white band that names it (sized to the image, so it reads at any size)."""
+    h, w = image.shape[:2]
+    band = max(18, min(h, w) // 16)
+    scale = band / 36.0
+    top = np.full((band, w, 3), 255, np.uint8)  # OpenCV draws text on 8-bit images only
+    cv2.putText(top, text, (max(4, band // 4), int(band * 0.72)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
+                max(1, round(scale * 1.5)), cv2.LINE_AA)
+    return np.concatenate([(top.astype(np.float32) / 255.0).astype(image.dtype), image], axis=0)
+
+
 def compare_image(before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    """Side by side: the original (scaled to the output's size) and the result."""
+    """Side by side, labelled: the original (scaled to the output's size) and the result."""
     if before.shape[:2] != after.shape[:2]:
         before = cv2.resize(before, (after.shape[1], after.shape[0]), interpolation=cv2.INTER_CUBIC)
+    before, after = _labelled(before, "original"), _labelled(after, "restored")
     gap = np.ones((after.shape[0], max(4, after.shape[1] // 100), 3), np.float32)
     return np.concatenate([before, gap, after], axis=1)
 

@@ -98,19 +98,24 @@ def outcome_records(outcome: Outcome) -> list[dict]:
     return [json_safe(r) for r in records]
 
 
+#: Every run into an output folder appends its records here, so that ``facefix review OUT``
+#: has the faces, failures and skipped files even when no ``--report`` was asked for.
+REVIEW_MANIFEST = ".facefix-review.jsonl"
+
+
 class ReportWriter:
     """Append outcomes to a JSON Lines file (thread-safe; one write per photo).
 
     Args:
-        path: the report file; replaced at the start of a run.
+        path: the report file; replaced at the start of a run (``append``: added to).
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, append: bool = False):
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh: IO[str] = open(self.path, "w", encoding="utf-8")
+            self._fh: IO[str] = open(self.path, "a" if append else "w", encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"--report {self.path}: cannot be written ({exc.strerror or exc}); "
                              "give a writable file path") from exc

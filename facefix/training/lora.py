@@ -6,6 +6,7 @@ The format the adapters are stored and loaded in is :mod:`facefix.restorers.adap
 from __future__ import annotations
 
 import torch
+from diffusers.training_utils import cast_training_params
 
 from facefix.restorers.adapters import ADAPTER, adapter_param_name, lora_config
 
@@ -29,7 +30,7 @@ def add_lora(
     params = [p for n, p in model.named_parameters() if "lora_" in n]
     for p in params:
         p.requires_grad_(True)
-        p.data = p.data.float()
+    cast_training_params(model)  # the trainable (LoRA) weights in fp32 under an fp16 model
     if seed is not None:
         generator = torch.Generator("cpu").manual_seed(seed)
         with torch.no_grad():
@@ -80,8 +81,8 @@ def add_guide_adapter(
     for name, param in guide.named_parameters():
         if any(name.startswith(m + ".") for m in full_modules) and "lora_" not in name:
             param.requires_grad_(True)
-            param.data = param.data.float()
             params.append(param)
+    cast_training_params(guide)  # the fully tuned modules too
     return params, concrete
 
 
