@@ -20,13 +20,12 @@ from facefix.cli.common import (
     JsonOpt,
     OutputOpt,
     PersonOpt,
-    debug_enabled,
     err,
     make_progress,
     out,
     shown,
 )
-from facefix.cli.restore_output import json_records, print_plan, print_summary, print_table, print_written
+from facefix.cli.restore_output import json_records, print_end, print_nothing_found, print_plan
 from facefix.errors import UsageError
 from facefix.restore.api import (
     RestoreRequest,
@@ -42,7 +41,8 @@ TABLE_LIMIT = 200
 
 
 def restore_command(
-    paths: Annotated[list[Path], typer.Argument(help="Photos or folders of photos.", show_default=False)],
+    paths: Annotated[list[Path], typer.Argument(metavar="PHOTO_OR_FOLDER", help="Photos or folders of photos.",
+                                              show_default=False)],
     *,
     person: PersonOpt = "auto",
     output: OutputOpt = None,
@@ -50,9 +50,9 @@ def restore_command(
     ext: Annotated[Literal["same", "jpg", "png"], typer.Option(help="Output format: same, jpg or png.")] = "same",
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into subfolders.")] = False,
     include: Annotated[list[str] | None, typer.Option(
-        "--include", help="Only photos matching this glob (name, relative path or folder; any case). Repeatable.")] = None,
+        "--include", metavar="GLOB", help="Only photos matching this glob (name, relative path or folder; any case). Repeatable.")] = None,
     exclude: Annotated[list[str] | None, typer.Option(
-        "--exclude", help="Skip photos matching this glob (name, relative path or folder; any case). Repeatable.")] = None,
+        "--exclude", metavar="GLOB", help="Skip photos matching this glob (name, relative path or folder; any case). Repeatable.")] = None,
     upscale: Annotated[int, typer.Option(help="Enlarge the whole photo by this factor (1-8).")] = 1,
     faces: Annotated[Literal["all", "largest", "center"], typer.Option(help="Which faces: all, largest or center.")] = "all",
     min_face: Annotated[float, typer.Option(help="Skip faces under this eye-to-mouth distance (px).")] = 10.0,
@@ -112,12 +112,7 @@ def restore_command(
         compare=compare, save_faces=save_faces, copy_unchanged=copy_unchanged, force=force, report=report)
     with RestoreSession.open(request, dry_run=dry_run) as session:
         if not session.jobs:
-            err.print("no photos found in the given paths", highlight=False)
-            for item in session.not_read[:5]:
-                err.print(f"  {shown(item.path)}: {escape(item.why)}", highlight=False)
-            if len(session.not_read) > 5:
-                err.print(f"  ... and {len(session.not_read) - 5} more files that are not photos facefix reads",
-                          highlight=False)
+            print_nothing_found(session.not_read)
             raise typer.Exit(1)
         if session.engine_note and not quiet:
             err.print(f"[yellow]note:[/yellow] {escape(session.engine_note)}", highlight=False)
@@ -167,19 +162,6 @@ def _run(session: RestoreSession, *, quiet: bool, json_out: bool) -> None:
         err.print(f"[yellow]interrupted[/yellow] after {seen['photos']} of {total} photos; finished photos are "
                   "kept and recorded — rerun the same command to do the rest", highlight=False)
         raise typer.Exit(130) from None
-    if not json_out and not quiet and rows:
-        print_table(rows)
-    if not quiet:
-        if total <= 20:
-            print_written(rows)
-        print_summary(summary)
-        if summary.all_skipped:
-            err.print(f"all {total} photo(s) were done by an earlier run with the same settings; nothing "
-                      "was written (--force redoes them)", highlight=False)
+    print_end(summary, rows, quiet=quiet, json_out=json_out)
     if summary.counts["failed"]:
-        err.print(f"[red]{summary.counts['failed']} of {total} photos failed[/red]")
-        if debug_enabled():
-            err.print("\n".join(shown(f) for f in summary.failures), highlight=False)
         raise typer.Exit(1)
-
-

@@ -7,8 +7,9 @@ import json
 from rich.markup import escape
 from rich.table import Table
 
-from facefix.cli.common import err, out, shown
+from facefix.cli.common import debug_enabled, err, out, shown
 from facefix.restore.api import PlannedPhoto, RestoreSummary
+from facefix.restore.plan import NotRead
 from facefix.restore.report import json_safe
 from facefix.restore.runner import Outcome
 
@@ -86,3 +87,30 @@ def print_summary(summary: RestoreSummary) -> None:
     if c["not read"]:
         err.print(f"{c['not read']} file(s) in the folders are not photos facefix reads; --report lists each "
                   "with the reason", highlight=False)
+
+
+def print_nothing_found(not_read: list[NotRead]) -> None:
+    """No photo to restore: say so, and what the files that were found are."""
+    err.print("no photos found in the given paths", highlight=False)
+    for item in not_read[:5]:
+        err.print(f"  {shown(item.path)}: {escape(item.why)}", highlight=False)
+    if len(not_read) > 5:
+        err.print(f"  ... and {len(not_read) - 5} more files that are not photos facefix reads", highlight=False)
+
+
+def print_end(summary: RestoreSummary, rows, *, quiet: bool, json_out: bool) -> None:
+    """After a run: the per-face table and what was written (few photos), the summary, the failures."""
+    total = summary.total
+    if not json_out and not quiet and rows:
+        print_table(rows)
+    if not quiet:
+        if total <= 20:
+            print_written(rows)
+        print_summary(summary)
+        if summary.all_skipped:
+            err.print(f"all {total} photo(s) were done by an earlier run with the same settings; nothing "
+                      "was written (--force redoes them)", highlight=False)
+    if summary.counts["failed"]:
+        err.print(f"[red]{summary.counts['failed']} of {total} photos failed[/red]")
+        if debug_enabled():
+            err.print("\n".join(shown(f) for f in summary.failures), highlight=False)

@@ -40,9 +40,10 @@ main { display:grid; grid-template-columns:repeat(auto-fill, minmax(380px, 1fr))
 .why { color:var(--dim); font-size:12px; overflow-wrap:anywhere; }
 .error { color:var(--bad); font-size:12px; overflow-wrap:anywhere; margin:4px 0; }
 .note { color:var(--warn); font-size:12px; margin:4px 0; }
-.cmp { position:relative; width:100%; overflow:hidden; cursor:ew-resize; touch-action:none; user-select:none;
-       background:#000; border-radius:4px; }
-.cmp img { position:absolute; inset:0; width:100%; height:100%; display:block; pointer-events:none; }
+.cmp { position:relative; width:100%; max-height:520px; overflow:hidden; cursor:ew-resize; touch-action:none;
+       user-select:none; background:#000; border-radius:4px; }
+.cmp img { position:absolute; inset:0; width:100%; height:100%; object-fit:contain; display:block;
+           pointer-events:none; }
 .cmp .before { position:absolute; inset:0; clip-path:inset(0 50% 0 0); }
 .cmp .handle { position:absolute; top:0; bottom:0; left:50%; width:2px; margin-left:-1px; background:#fff;
                box-shadow:0 0 3px #000; pointer-events:none; }
