@@ -84,6 +84,30 @@ def pull_set(
         raise typer.Exit(1)
     out.print(str(paths.base_dir))
     out.print(str(paths.guide_dir))
+    if base or guide:  # a set of the user's own making: usable by name from now on
+        from facefix.modelsets.registry import add_model_set
+
+        add_model_set(model_set.name, base=model_set.base, guide=model_set.guide, variant=model_set.variant,
+                      condition=model_set.condition)
+        err.print(f"saved as model set {escape(model_set.name)}: use --model-set {escape(model_set.name)}")
+
+
+@models_app.command("add")
+def add_set(
+    name: Annotated[str, typer.Argument(help="A name for the set, e.g. my-sd15.", show_default=False)],
+    *,
+    base: Annotated[str, typer.Option("--base", help="Base model: a hub id or a local diffusers pipeline folder.")],
+    guide: Annotated[str, typer.Option("--guide", help="Guide (ControlNet): a hub id or a local folder.")],
+    variant: Annotated[str | None, typer.Option("--variant", help="Weight variant of the base's files, e.g. fp16.")] = None,
+) -> None:
+    """Name a model set (a base and a guide) so that --model-set NAME finds it; hub ids are fetched by 'models pull NAME'."""
+    from facefix.modelsets.hub import is_available
+    from facefix.modelsets.registry import add_model_set
+
+    model_set = add_model_set(name, base=base, guide=guide, variant=variant)
+    here = "its weights are here" if is_available(model_set) else f"fetch it with `{model_set.pull_command}`"
+    err.print(f"added model set {escape(name)} ({escape(model_set.base)} + {escape(model_set.guide)}); {here}",
+              highlight=False)
 
 
 @models_app.command("path")

@@ -435,14 +435,14 @@ def record_manifest(folder: Path) -> Path:
 
 
 def listed_model_sets() -> list[dict]:
-    """The registered model sets (and ``FACEFIX_MODEL_SET``'s when it is not one of them), each with
-    whether its weights are on disk (``facefix models list``)."""
-    from facefix.modelsets.registry import REGISTRY, resolve_model_set
+    """The registered model sets, the ones this user added, and ``FACEFIX_MODEL_SET``'s when it is none
+    of them, each with whether its weights are on disk (``facefix models list``)."""
+    from facefix.modelsets.registry import REGISTRY, resolve_model_set, user_model_sets
 
-    sets = list(REGISTRY.values())
+    sets = [*REGISTRY.values(), *user_model_sets().values()]
     try:
         chosen = resolve_model_set(None)
-        if chosen.name not in REGISTRY:
+        if chosen.name not in {s.name for s in sets}:
             sets.append(chosen)
     except (UsageError, ModelError):  # a bad FACEFIX_MODEL_SET must not hide the list
         chosen = None

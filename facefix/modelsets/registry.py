@@ -24,9 +24,8 @@ import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from facefix.common.paths import (
-    model_set_override,
-)
+from facefix.common.atomic import atomic_write_bytes
+from facefix.common.paths import data_dir, model_set_override
 from facefix.errors import ModelError, UsageError
 
 log = logging.getLogger(__name__)
@@ -81,7 +80,7 @@ class ModelSet:
     @property
     def pull_command(self) -> str:
         """The command that fetches this set."""
-        if self.name in REGISTRY and REGISTRY[self.name] == self:
+        if (self.name in REGISTRY and REGISTRY[self.name] == self) or user_model_sets().get(self.name) == self:
             return f"facefix models pull {self.name}"
         return f"facefix models pull --base {self.base} --guide {self.guide}"
 
@@ -147,24 +146,77 @@ def write_local_model_set(directory: Path, model_set: ModelSet) -> Path:
     return target
 
 
+def user_model_sets_dir() -> Path:
+    """Where the model sets a user named (``facefix models add``, ``models pull --base/--guide``) are kept."""
+    return data_dir() / "model-sets"
+
+
+def user_model_sets() -> dict[str, ModelSet]:
+    """The model sets this user added, by name.
+
+    Raises:
+        ModelError: a saved set's file is unreadable (names it and the fix).
+    """
+    folder = user_model_sets_dir()
+    found: dict[str, ModelSet] = {}
+    if not folder.is_dir():
+        return found
+    for file in sorted(folder.glob("*.json")):
+        try:
+            model_set = ModelSet(**json.loads(file.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ModelError(f"{file}: this saved model set is unreadable ({exc}); delete it and add the set "
+                             "again with `facefix models add`") from exc
+        found[model_set.name] = model_set
+    return found
+
+
+def add_model_set(name: str, *, base: str, guide: str, variant: str | None = None, condition: str = "image",
+                  description: str = "") -> ModelSet:
+    """Save a model set under ``name`` so that ``--model-set NAME`` finds it (replacing one of that name).
+
+    Local folders are stored as absolute paths; hub ids as given (revision ``main``).
+
+    Raises:
+        UsageError: a bad name, or the name of a registered set.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", name):
+        raise UsageError(f"model set name {name!r}: use letters, digits, '.', '_', '+' and '-' (at most 64)")
+    if name in REGISTRY:
+        raise UsageError(f"{name!r} is a registered model set; give yours another name")
+
+    def ref(value: str) -> str:
+        return str(Path(value).expanduser().resolve()) if is_local(value) else value
+
+    model_set = ModelSet(name=name, base=ref(base), guide=ref(guide), variant=variant, condition=condition,
+                         description=description or "added by you")
+    folder = user_model_sets_dir()
+    atomic_write_bytes(folder / f"{name}.json", (json.dumps(asdict(model_set), indent=2) + "\n").encode())
+    return model_set
+
+
 def resolve_model_set(spec: str | None = None, *, base: str | None = None, guide: str | None = None) -> ModelSet:
     """Turn what the user named into a :class:`ModelSet`.
 
     Args:
-        spec: a registered name, a local model-set directory, or ``None`` for
+        spec: a registered name, a set this user added (``facefix models add``), a local
+            model-set directory, or ``None`` for
             ``FACEFIX_MODEL_SET`` or else :data:`DEFAULT_MODEL_SET`.
         base: replace the set's base model (hub id or local directory).
         guide: replace the set's guide (hub id or local directory).
     """
     spec = spec or model_set_override() or DEFAULT_MODEL_SET
+    added = {} if spec in REGISTRY else user_model_sets()
     if spec in REGISTRY:
         model_set = REGISTRY[spec]
+    elif spec in added:
+        model_set = added[spec]
     elif Path(spec).expanduser().is_dir():
         model_set = read_local_model_set(Path(spec))
     else:
         raise UsageError(
-            f"unknown model set {spec!r}: use one of {', '.join(sorted(REGISTRY))} "
-            "or a local model-set directory (see `facefix models list`)"
+            f"unknown model set {spec!r}: use one of {', '.join(sorted({*REGISTRY, *added}))} "
+            "or a local model-set directory (see `facefix models list`; `facefix models add` names one)"
         )
     if base or guide:
         name = _custom_name(base or model_set.base, guide or model_set.guide)

@@ -30,6 +30,7 @@ from facefix.modelsets.registry import (
     ModelSet,
     is_local,
     resolve_model_set,
+    user_model_sets,
 )
 
 log = logging.getLogger(__name__)
@@ -139,14 +140,14 @@ def verify(model_set: ModelSet, *, online: bool | None = None, token: str | None
 
 
 def describe_model_sets() -> list[dict]:
-    """Each registered model set, and the one ``FACEFIX_MODEL_SET`` names: on disk? verified? (no network).
+    """Each registered model set, each one the user added, and the one ``FACEFIX_MODEL_SET`` names: on disk? verified? (no network).
 
     ``verified`` checks every file against the hashes recorded at pull (or
     the cache's blob names), so it reads the weights once: seconds per GB.
     A ``FACEFIX_MODEL_SET`` that names nothing usable is reported as a row
     with its error, not skipped.
     """
-    sets: list[ModelSet] = list(REGISTRY.values())
+    sets: list[ModelSet] = [*REGISTRY.values(), *user_model_sets().values()]
     rows: list[dict] = []
     chosen_name = None
     if model_set_override():
@@ -157,7 +158,7 @@ def describe_model_sets() -> list[dict]:
                          "verified": False, "detail": str(exc)})
         else:
             chosen_name = chosen.name
-            if chosen.name not in REGISTRY:
+            if chosen.name not in {s.name for s in sets}:
                 sets.append(chosen)
     else:
         chosen_name = DEFAULT_MODEL_SET
