@@ -40,7 +40,7 @@ def test_report_and_summary_count_them_and_the_run_still_succeeds(tmp_path, caps
     folder = _folder(tmp_path)
     report = tmp_path / "report.jsonl"
     code = main(["restore", str(folder), "-r", "-o", str(tmp_path / "out"), "--report", str(report),
-                 "--backend", "dlib"])
+                 "--backend", "dlib", "--review"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     records = [json.loads(line) for line in report.read_text().splitlines()]
@@ -50,6 +50,8 @@ def test_report_and_summary_count_them_and_the_run_still_succeeds(tmp_path, caps
     assert not_read["notes.txt"]["why"] == "not a photo (.txt file)"
     assert [r["status"] for r in records if r["file"].endswith("gray.jpg")] == ["no face"]
     assert "3 file(s) in the folders are not photos facefix reads" in captured.err
+    page = tmp_path / "out" / "facefix-review.html"  # --review: the page of this run, its files listed too
+    assert f"review: {page}" in captured.err and "not a photo (.txt file)" in page.read_text(encoding="utf-8")
 
 
 def test_a_folder_of_only_unreadable_files_says_what_they_are(tmp_path, capsys):
@@ -62,3 +64,5 @@ def test_a_folder_of_only_unreadable_files_says_what_they_are(tmp_path, capsys):
     assert "no photos found in the given paths" in err
     assert "a.nef: .nef images are not read by facefix; convert it to TIFF, PNG or JPEG to restore it" in err
     assert not (tmp_path / "out").exists()  # nothing created when there is nothing to do
+    assert main(["restore", str(folder), "--review"]) == 2
+    assert "--review needs --output DIR" in capsys.readouterr().err

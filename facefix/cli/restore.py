@@ -89,6 +89,8 @@ def restore_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be done, and do nothing.")] = False,
     report: Annotated[Path | None, typer.Option(
         "--report", help="Write a JSON Lines record per photo and per face to this file.")] = None,
+    review: Annotated[bool, typer.Option(
+        "--review", help="Then write OUT/facefix-review.html to flip through before/after (needs --output).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary; errors only.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -99,6 +101,8 @@ def restore_command(
     same command skips photos already done and redoes those that changed.
     Exit status: 0 all done, 1 some photos failed, 2 usage error.
     """
+    if review and output is None:
+        raise UsageError("--review needs --output DIR: the page and its images are written there")
     if quiet:  # errors only: the log's notes and warnings too
         logging.getLogger("facefix").setLevel(logging.ERROR)
     request = RestoreRequest(
@@ -119,7 +123,14 @@ def restore_command(
         if dry_run:
             print_plan(session.plan(), json_out)
             return
-        _run(session, quiet=quiet, json_out=json_out)
+        try:
+            _run(session, quiet=quiet, json_out=json_out)
+        finally:
+            if review:  # also after failures or Ctrl-C: the page shows what was done
+                from facefix.review import write_review
+
+                page = write_review(output, report=report).page
+                err.print(f"review: {shown(page)}", highlight=False)
 
 
 def _parse_devices(text: str) -> list[str]:
