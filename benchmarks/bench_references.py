@@ -15,6 +15,12 @@ Methods:
   references, as restore does). With ``--models DIR`` the trained models are
   kept there (per person) and reused by later runs with the same split, so the
   fusion can be measured again without training again.
+- ``--learned S``: the learned fusion, trained in S seconds per person (pairs +
+  training, :func:`facefix.training.fusion_train.train_fusion`) from the kept
+  references only, with the pre-cleaner it is then used on (``--learned-base``:
+  the person's model, which needs ``--budget``, or the classical one):
+  ``<base>+learned`` (it alone) and ``<base>+hybrid`` (the hand-made fusion below
+  ``--learned-from`` blur, the learned one from it).
 
 Development data: the DMDNet test set's aligned reference photos (CC BY-NC-SA,
 non-commercial research only; never copy its images into this repository):
@@ -51,7 +57,7 @@ def trained_models(name: str, sets: dict, args):
 
     from facefix.enroll.fast import GENERIC_SHARE_NEW
     from facefix.restorers.fast import FastRestorer
-    from facefix.training.loop import train_fast
+    from facefix.training.fast import train_fast
 
     split = hashlib.sha256(np.ascontiguousarray(sets["crops"][sets["test_idx"]]).tobytes()).hexdigest()[:12]
     folder = (args.models / f"{name}-{split}-{args.budget:g}min") if args.models else None
@@ -84,6 +90,17 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--models", type=Path, help="keep/reuse the trained models here (outside the repository)")
+    parser.add_argument("--learned", type=float, default=0.0,
+                        help="seconds per person to learn the reference fusion from the kept references "
+                        "(pairs + training; 0: none). Adds <base>+learned (the learned fusion) and "
+                        "<base>+hybrid (hand-made below --learned-from, learned from it)")
+    parser.add_argument("--learned-from", type=float, default=10.0,
+                        help="blur (512-px sigma) from which <base>+hybrid uses the learned fusion "
+                        "(10: where the hand-made one starts to back off)")
+    parser.add_argument("--learned-base", choices=("person", "classical", "both"), default="person",
+                        help="which pre-cleaner the learned fusion is trained with and used on (classical: "
+                        "the weight-free one, which has not memorised the references; works without --budget)")
+    parser.add_argument("--cache", type=Path, help="keep the fusion's training pairs here (outside the repository)")
     parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--sheets", type=Path, help="write each person's contact sheet into this folder "
                         "(keep it outside the repository: the faces are not ours to publish)")
@@ -116,6 +133,7 @@ def main() -> int:
         print(f"{name}: {enroll_photos(store, name, files, analyzer)} references")
     fusion = FusionSettings(**json.loads(os.environ.get("FACEFIX_FUSION", "{}")))
     reports, timings = [], []
+    learned_info, learned_timings = {}, []
     start = time.perf_counter()
     for name in ids:
         sets = eval_training_sets(name, store=store, holdout=args.holdout, seed=args.seed)
@@ -127,7 +145,27 @@ def main() -> int:
             generic, person, steps = trained_models(name, sets, args)
             methods = {"generic": generic, "person": person,
                        "person+refs": ReferenceRestorer(person, guides, fusion, name="person+refs")}
+        bases = {"person": methods.get("person"), "classical": classical}
+        chosen = ("person", "classical") if args.learned_base == "both" else (args.learned_base,)
+        learned_methods = {}
+        for label in chosen if args.learned > 0 else ():
+            if bases[label] is None:
+                continue  # the person's model needs --budget
+            from facefix.training.fusion_train import train_fusion
+
+            t0 = time.perf_counter()
+            learned = train_fusion(sets["crops"][sets["train_idx"]], bases[label], budget_s=args.learned,
+                                   seed=args.seed, settings=fusion, cache_dir=args.cache)
+            learned_info[f"{name}/{label}"] = {"steps": learned.steps, "pairs": learned.pairs,
+                                               "seconds": round(time.perf_counter() - t0, 1)}
+            print(f"{name}: learned fusion on {label} {learned_info[f'{name}/{label}']}")
+            learned_methods[f"{label}+learned"] = ReferenceRestorer(bases[label], guides, fusion,
+                                                                    name=f"{label}+learned", fusion=learned.weights)
+            learned_methods[f"{label}+hybrid"] = ReferenceRestorer(bases[label], guides, fusion,
+                                                                   name=f"{label}+hybrid", fusion=learned.weights,
+                                                                   learned_from=args.learned_from)
         methods.update({"classical": classical, "classical+refs": refs})
+        methods.update(learned_methods)
         report = evaluate_person(name, store=store, analyzer=analyzer, holdout=args.holdout, seed=args.seed,
                                  face_sizes=[args.face_size], trained={**methods, "steps": steps})
         rows = report.rows
@@ -138,6 +176,12 @@ def main() -> int:
         t0 = time.perf_counter()
         timed.restore(probe)
         timings.append(time.perf_counter() - t0)
+        timed_learned = methods.get("person+learned") or methods.get("classical+learned")
+        if timed_learned is not None:
+            timed_learned.restore(probe)
+            t0 = time.perf_counter()
+            timed_learned.restore(probe)
+            learned_timings.append(time.perf_counter() - t0)
         reports.append({"person": name, "held_out": [Path(p).name for p in report.held_out],
                         "train_references": report.train_references, "rows": [r.__dict__ for r in rows]})
         if args.sheets:
@@ -167,11 +211,15 @@ def main() -> int:
                   f"{mean['sharpness']:9.3f} {mean['expression']:10.3f}")
     print(f"person's restorer with references: median {np.median(timings):.2f} s per face; "
           f"total {seconds:.0f} s")
+    if learned_timings:
+        print(f"with the learned fusion: median {np.median(learned_timings):.2f} s per face")
     if args.json:
         args.json.write_text(json.dumps({"people": ids, "holdout": args.holdout, "face_size": args.face_size,
                                          "budget_min": args.budget, "seed": args.seed, "threads": args.threads,
                                          "machine": platform.processor() or platform.machine(),
                                          "seconds_per_face_refs": timings, "summary": summary,
+                                         "learned_budget_s": args.learned, "learned_from": args.learned_from,
+                                         "learned": learned_info, "seconds_per_face_learned": learned_timings,
                                          "reports": reports}, indent=1))
     return 0
 

@@ -131,7 +131,8 @@ def _textured(seed: int) -> np.ndarray:
 
 
 def test_crops_of_one_photo_are_held_out_together_and_others_split_as_before():
-    from facefix.evaluate.run import holdout_split, photo_groups
+    from facefix.evaluate.run import holdout_split
+    from facefix.quality.same_photo import photo_groups
 
     faces = [_textured(s) for s in range(4)]
     partial = faces[0].copy()

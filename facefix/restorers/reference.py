@@ -24,6 +24,11 @@ references can. For each face:
 Not learned: nothing is trained, so it works from the first enrolment. Its
 limits (measured in docs/references.md): a reference's glasses, make-up or
 expression can come along where the blurred face cannot tell them apart.
+
+A learned fusion (:mod:`facefix.restorers.fusion_net`, trained at enroll by
+:func:`facefix.training.fusion_train.train_fusion`) can replace step 5 and 6:
+``ReferenceRestorer(..., fusion=...)``, for faces from ``learned_from`` blur on.
+It is off unless given.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from facefix.errors import UsageError
 from facefix.faces.landmarks import (
     LEFT_EYE,
     OUTER_LIPS,
@@ -317,11 +323,16 @@ class ReferenceRestorer:
     """
 
     def __init__(self, base: Restorer, guides: GuideSet, settings: FusionSettings | None = None,
-                 name: str | None = None):
+                 name: str | None = None, fusion=None, learned_from: float = 0.0):
         self.base = base
         self.guides = guides
         self.settings = settings or FusionSettings()
         self.name = name or f"{base.name}+refs"
+        # the learned fusion (facefix.restorers.fusion_net.FusionNet) replaces the hand-made
+        # one for faces at least ``learned_from`` blurred (512-px sigma); a path or the
+        # weight file's bytes are read here
+        self.fusion = _as_fusion(fusion)
+        self.learned_from = float(learned_from)
 
     def restore(self, crops: np.ndarray) -> np.ndarray:
         # No per-call state is kept: restore workers on several threads share one restorer.
@@ -340,23 +351,108 @@ class ReferenceRestorer:
         Returns:
             The face and what was decided (``blur``, ``trust``, ``guides``: the references used).
         """
-        points = aligned_landmarks68(face[None])[0]
-        order, dist = rank_guides(points, self.guides)
-        chosen = order[: max(self.settings.guides, self.settings.candidates)]
-        y = to_luma(face)
-        region = face_region_mask(points, face.shape[0])
-        refs = [self.guides.crops[j].astype(np.float32) / 255.0 for j in chosen]
-        maps = [landmark_map(self.guides.points[j], points, face.shape[0]) for j in chosen]
-        # the blur decides the scale of the flow, so it is estimated on the landmark warps
-        rough = [warp_guide(r, m, y, blur=4.0, flow=False) for r, m in zip(refs, maps)]
-        blur = estimate_blur(y, [to_luma(w) for w in rough], region)
-        if not self.settings.min_blur <= blur < self.settings.blur_none:
+        if self.fusion is not None:
+            return self._restore_learned(face)
+        return self._restore_hand_made(face, prepare_guides(face, self.guides, self.settings))
+
+    def _restore_hand_made(self, face: np.ndarray, prepared: dict) -> tuple[np.ndarray, dict]:
+        if prepared["warped"] is None:
             # too sharp to need them, or too blurred to place their detail: the base's face
-            return face, {"blur": float(blur), "trust": 0.0, "guides": []}
-        warped = [warp_guide(r, m, y, blur=blur) for r, m in zip(refs[: self.settings.guides], maps)]
-        out, info = fuse(face, points, warped, self.settings, blur=blur, region=region)
-        info["guides"] = [int(j) for j in chosen[: self.settings.guides]]
+            return face, {"blur": prepared["blur"], "trust": 0.0, "guides": []}
+        out, info = fuse(face, prepared["points"], prepared["warped"], self.settings, blur=prepared["blur"],
+                         region=prepared["region"])
+        info["guides"] = prepared["guides"]
         return out, info
+
+    def _restore_learned(self, face: np.ndarray) -> tuple[np.ndarray, dict]:
+        from facefix.restorers.fusion_net import apply_fusion
+
+        k = self.fusion.config.guides
+        if self.learned_from > 0 and k != self.settings.guides:
+            raise UsageError(f"the learned fusion takes {k} guides and the hand-made one "
+                             f"{self.settings.guides}; give FusionSettings(guides={k})")
+        prepared = prepare_guides(face, self.guides, self.settings, count=k, blur_none=float("inf"))
+        if prepared["blur"] < self.learned_from:
+            # less blurred than where the learned fusion takes over: the hand-made one,
+            # with its own limits
+            if prepared["warped"] is not None and prepared["blur"] >= self.settings.blur_none:
+                prepared["warped"] = None
+            return self._restore_hand_made(face, prepared)
+        if prepared["warped"] is None:  # sharp enough: nothing to add
+            return face, {"blur": prepared["blur"], "trust": 0.0, "guides": [], "learned": True}
+        out = apply_fusion(self.fusion, face, prepared["warped"], prepared["blur"], prepared["distance"])
+        if is_gray(face):
+            out = np.repeat(to_luma(out)[..., None], 3, -1)
+        return out, {"blur": prepared["blur"], "trust": float("nan"), "guides": prepared["guides"],
+                     "learned": True}
+
+
+def is_gray(face: np.ndarray, tol: float = 2.0 / 255.0) -> bool:
+    return bool(np.abs(face[..., 0] - face[..., 1]).mean() < tol and np.abs(face[..., 1] - face[..., 2]).mean() < tol)
+
+
+def _as_fusion(fusion):
+    """The learned fusion network from a network, a weight file's path or its bytes (None: hand-made)."""
+    if fusion is None:
+        return None
+    from pathlib import Path
+
+    from facefix.restorers.fusion_net import (
+        FusionNet,
+        fusion_from_bytes,
+        fusion_from_file,
+    )
+
+    if isinstance(fusion, FusionNet):
+        return fusion.eval()
+    if isinstance(fusion, (bytes, bytearray)):
+        return fusion_from_bytes(bytes(fusion))
+    if isinstance(fusion, (str, Path)):
+        return fusion_from_file(fusion)
+    raise UsageError(f"fusion must be a FusionNet, a weight file's path or its bytes, not {type(fusion).__name__}")
+
+
+def prepare_guides(face: np.ndarray, guides: GuideSet, settings: FusionSettings, *, count: int | None = None,
+                   exclude=(), blur_none: float | None = None, points: np.ndarray | None = None) -> dict:
+    """Choose, and warp onto one pre-cleaned face, the best-matching references.
+
+    What both fusions (hand-made and learned) and the learned one's training pairs use.
+
+    Args:
+        face: float32 (S, S, 3) pre-cleaned face.
+        guides: the references.
+        settings: ``candidates`` (how many are scored for blur), ``guides`` (how many are warped,
+            unless ``count``), ``min_blur`` / ``blur_none`` (outside them nothing is warped).
+        count: how many references to warp (default ``settings.guides``).
+        exclude: indices of references not to use (training: the target's own photo).
+        blur_none: overrides ``settings.blur_none`` (the learned fusion has no upper limit).
+        points: the face's landmarks (found when None).
+
+    Returns:
+        dict: ``points``, ``region``, ``blur`` (512-px sigma), ``guides`` (indices used),
+        ``distance`` (their ranking distances), ``warped`` (float32 (S, S, 3) each, best
+        first; None when the blur is outside the limits).
+    """
+    count = settings.guides if count is None else count
+    blur_none = settings.blur_none if blur_none is None else blur_none
+    if points is None:
+        points = aligned_landmarks68(face[None])[0]
+    order, dist = rank_guides(points, guides)
+    keep = np.array([int(j) not in set(exclude) for j in order], bool)
+    order, dist = order[keep], dist[keep]
+    chosen = order[: max(count, settings.candidates)]
+    y = to_luma(face)
+    region = face_region_mask(points, face.shape[0])
+    refs = [guides.crops[j].astype(np.float32) / 255.0 for j in chosen]
+    maps = [landmark_map(guides.points[j], points, face.shape[0]) for j in chosen]
+    # the blur decides the scale of the flow, so it is estimated on the landmark warps
+    rough = [warp_guide(r, m, y, blur=4.0, flow=False) for r, m in zip(refs, maps)]
+    blur = estimate_blur(y, [to_luma(w) for w in rough], region) if rough else BLURS[-1]
+    result = {"points": points, "region": region, "blur": float(blur), "guides": [int(j) for j in chosen[:count]],
+              "distance": np.asarray(dist[:count], np.float32), "warped": None}
+    if settings.min_blur <= blur < blur_none:
+        result["warped"] = [warp_guide(r, m, y, blur=blur) for r, m in zip(refs[:count], maps)]
+    return result
 
 
 class GuidedRestorers:
@@ -369,15 +465,24 @@ class GuidedRestorers:
     once, on first use.
 
     Args:
-        inner: the provider that pre-cleans (e.g. :class:`facefix.restorers.loading.FastRestorers`).
+        inner: the provider that pre-cleans (e.g. :class:`facefix.providers.fast.FastRestorers`).
         store: the enrolled people.
         settings: see :class:`FusionSettings`.
+        fusion_kind: the profile artifact kind holding a person's learned fusion
+            (:func:`facefix.training.fusion_train.train_fusion`'s ``tensors`` and ``settings``);
+            a person who has one is restored with it, others with the hand-made fusion.
+            ``None`` (the default): the hand-made fusion for everyone.
+        learned_from: the learned fusion is used for faces at least this blurred (512-px
+            sigma), the hand-made one below (0: the learned one for all).
     """
 
-    def __init__(self, inner, store, settings: FusionSettings | None = None):
+    def __init__(self, inner, store, settings: FusionSettings | None = None, *, fusion_kind: str | None = None,
+                 learned_from: float = 0.0):
         self.inner = inner
         self.store = store
         self.settings = settings or FusionSettings()
+        self.fusion_kind = fusion_kind
+        self.learned_from = learned_from
         self.engine = inner.engine
         self._cache: dict[str, Restorer] = {}
 
@@ -392,6 +497,12 @@ class GuidedRestorers:
                 log.warning("%s has no references to guide restoration; using %s alone", person, base.name)
                 self._cache[person] = base
             else:
+                fusion = None
+                if self.fusion_kind is not None and self.fusion_kind in profile.artifacts:
+                    from facefix.restorers.fusion_net import load_fusion
+
+                    fusion = load_fusion(*self.store.load_artifact(person, self.fusion_kind))
                 self._cache[person] = ReferenceRestorer(base, guides, self.settings,
-                                                        name=f"{base.name}+refs")
+                                                        name=f"{base.name}+{'learned' if fusion else 'refs'}",
+                                                        fusion=fusion, learned_from=self.learned_from)
         return self._cache[person]
