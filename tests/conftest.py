@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
+import shutil
 from pathlib import Path
 
 # Before torch is imported: on a shared 2-core machine, OpenMP threads that
@@ -33,11 +35,36 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (pyproject.toml's addopts): two workers, each a file at a time, on this
+    2-core machine (the tests run one torch thread each, see ``one_torch_thread``).
+    None for a ``-m gpu`` run: one CUDA device, and benchmarks/gpu_check.py measures
+    the peak GPU memory of the pytest process itself."""
+    if "gpu" in (config.option.markexpr or "").replace("not gpu", ""):
+        return 0
+    return min(2, os.cpu_count() or 1)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """Say which random order this run used (``-q`` hides pytest-randomly's own header line)."""
     if config.pluginmanager.hasplugin("randomly") and config.getoption("randomly_reorganize", True):
         seed = config.getoption("randomly_seed")
         terminalreporter.write_line(f"random order: rerun it with -p randomly --randomly-seed={seed}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """One torch thread for the whole run. The suite's networks are tiny and this
+    2-core machine is shared: two threads fight the neighbours (measured on the
+    in-process CLI tests: 208 s with two threads, 144 s with one; the enrolled
+    world's training 62 s vs 28 s). Processes the tests start keep torch's default
+    (but benchmarks/gpu_check.py's, see tests/test_gpu_check.py)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)
@@ -77,8 +104,22 @@ def portrait_photo() -> Path:
 @pytest.fixture(scope="session")
 def enrolled_world(tmp_path_factory) -> EnrolledWorld:
     """'astro' enrolled (through the CLI, from references with three bad ones) and trained
-    (tiny fast restorers, 200 steps), once per session. Read-only: see ``enrolled_home``."""
-    return make_enrolled_world(tmp_path_factory.mktemp("enrolled"))
+    (tiny fast restorers, 200 steps), once per run. Read-only: see ``enrolled_home``.
+
+    Under pytest-xdist the first worker that asks builds it in the run's shared temp
+    folder and the others read it, so it is built once, not once per worker."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return make_enrolled_world(tmp_path_factory.mktemp("enrolled"))
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # this run's, shared by its workers
+    root, made = shared / "enrolled_world", shared / "enrolled_world.pickle"
+    with FileLock(str(shared / "enrolled_world.lock")):
+        if not made.is_file():
+            shutil.rmtree(root, ignore_errors=True)  # a build that failed half-way
+            root.mkdir()
+            made.write_bytes(pickle.dumps(make_enrolled_world(root)))
+        return pickle.loads(made.read_bytes())
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from clirun import Result, facefix, using_env
 from PIL import Image
 
@@ -54,12 +55,19 @@ def make_enrolled_world(root: Path) -> EnrolledWorld:
     enroll = facefix("enroll", "astro", refs, "--min-face", "30", "--no-train", home=home)
     assert enroll.returncode == 0, enroll.stderr
     # Train for real, but a tiny network for seconds, so the restore tests
-    # see a restorer that has learned something.
-    with using_env({"FACEFIX_HOME": str(home), "FACEFIX_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}):
-        trained = train_person("astro", store=ProfileStore(), generic=GenericStore(), budget_s=300,
-                               max_steps=200, model_config=TINY_CONFIG,
-                               train_config=TrainConfig(patch=128, batch=4, warmup_steps=2,
-                                                        lr_scratch=1e-3, lr_finetune=1e-3))
+    # see a restorer that has learned something. One torch thread, as the
+    # training tests use: on a shared 2-core machine two threads fight the
+    # neighbours (measured: 200+200 steps in 62 s with two, 28 s with one).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with using_env({"FACEFIX_HOME": str(home), "FACEFIX_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}):
+            trained = train_person("astro", store=ProfileStore(), generic=GenericStore(), budget_s=300,
+                                   max_steps=200, model_config=TINY_CONFIG,
+                                   train_config=TrainConfig(patch=128, batch=4, warmup_steps=2,
+                                                            lr_scratch=1e-3, lr_finetune=1e-3))
+    finally:
+        torch.set_num_threads(threads)
     # An old photo of the same person, with EXIF, and a gray scan of it.
     old8 = (degrade_fixed(read_photo(portrait).rgb_float(), 2, 2, 8, 50, seed=0) * 255 + 0.5).astype(np.uint8)
     exif = Image.Exif()

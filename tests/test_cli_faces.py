@@ -1,10 +1,10 @@
-"""`facefix faces` and `facefix doctor` through the real console entry point."""
+"""`facefix faces` and `facefix doctor` through the console entry point's ``main`` (one as a real process)."""
 
 from __future__ import annotations
 
 import json
 
-from clirun import facefix
+from clirun import facefix, facefix_process
 from PIL import Image
 
 
@@ -27,7 +27,8 @@ def test_faces_reports_each_bad_file_and_goes_on(group_photo, tmp_path):
     bad.write_text("not a photo")
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
-    result = facefix("faces", str(bad), str(group_photo), str(empty), "--json")
+    # A real process: data on file descriptor 1, one line per bad file on 2, and the exit status.
+    result = facefix_process("faces", str(bad), str(group_photo), str(empty), "--json")
     assert result.returncode == 1
     records = json.loads(result.stdout)
     assert [len(r["faces"]) for r in records] == [6]
