@@ -117,15 +117,9 @@ def path_set(name: SetArg = None, *, base: BaseOpt = None, guide: GuideOpt = Non
 
     paths = locate(_resolve(name, base, guide))
     if json_:
-        out.print_json(
-            data={
-                "model_set": paths.model_set.name,
-                "base": str(paths.base_dir),
-                "guide": str(paths.guide_dir),
-                "base_revision": paths.base_revision,
-                "guide_revision": paths.guide_revision,
-            }
-        )
+        out.print_json(data={"model_set": paths.model_set.name, "base": str(paths.base_dir),
+                             "guide": str(paths.guide_dir), "base_revision": paths.base_revision,
+                             "guide_revision": paths.guide_revision})
         return
     out.print(str(paths.base_dir), highlight=False)
     out.print(str(paths.guide_dir), highlight=False)
@@ -150,14 +144,8 @@ def verify_set(
     model_set = _resolve(name, base, guide)
     report = verify(model_set, online=False if offline_ else None, token=token)
     if json_:
-        out.print_json(
-            data={
-                "model_set": report.model_set,
-                "ok": report.ok,
-                "problems": list(report.problems),
-                "files": [c.__dict__ for c in report.checks],
-            }
-        )
+        out.print_json(data={"model_set": report.model_set, "ok": report.ok, "problems": list(report.problems),
+                             "files": [c.__dict__ for c in report.checks]})
     else:
         for check in report.checks:
             mark = "[green]ok[/green]" if check.ok else "[red]BAD[/red]"
@@ -167,7 +155,5 @@ def verify_set(
         raise ModelError(report.problems[0])
     if not report.ok:
         bad = sum(not c.ok for c in report.checks)
-        raise ModelError(
-            f"model set {model_set.name!r}: {bad} file(s) do not match their hashes; "
-            f"fetch them again with `{model_set.pull_command}`"
-        )
+        raise ModelError(f"model set {model_set.name!r}: {bad} file(s) do not match their hashes; "
+                         f"fetch them again with `{model_set.pull_command}`")

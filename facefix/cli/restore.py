@@ -5,7 +5,6 @@ Parses, calls :mod:`facefix.restore.api`, prints.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Annotated, Literal
@@ -21,23 +20,15 @@ from facefix.cli.common import (
     OutputOpt,
     PersonOpt,
     err,
-    make_progress,
-    out,
     shown,
 )
-from facefix.cli.restore_output import json_records, print_end, print_nothing_found, print_plan
+from facefix.cli.restore_output import print_nothing_found, print_plan, run_and_print
 from facefix.errors import UsageError
 from facefix.restore.api import (
     RestoreRequest,
     RestoreSession,
 )
 from facefix.restore.pipeline import RestoreOptions
-from facefix.restore.report import json_safe
-from facefix.restore.runner import Outcome, restored_faces
-
-#: Up to this many photos, the per-face table is printed (on stdout) at the end;
-#: past it, use --json or --report.
-TABLE_LIMIT = 200
 
 
 def restore_command(
@@ -124,7 +115,7 @@ def restore_command(
             print_plan(session.plan(), json_out)
             return
         try:
-            _run(session, quiet=quiet, json_out=json_out)
+            run_and_print(session, quiet=quiet, json_out=json_out)
         finally:
             if review:  # also after failures or Ctrl-C: the page shows what was done
                 from facefix.review import write_review
@@ -138,41 +129,3 @@ def _parse_devices(text: str) -> list[str]:
     if not devices:
         raise UsageError(f"--devices {text!r} names no device; use e.g. --devices cuda:0,cuda:1")
     return devices
-
-
-def _run(session: RestoreSession, *, quiet: bool, json_out: bool) -> None:
-    total = len(session.jobs)
-    seen = {"photos": 0, "faces": 0, "failed": 0}
-    rows: list = []
-    progress = make_progress("photos · faces {task.fields[faces]} · failed {task.fields[failed]}",
-                             disable=quiet or total < 2)
-    task = progress.add_task("restoring", total=total, faces=0, failed=0)
-
-    def on_outcome(outcome: Outcome) -> None:
-        if json_out:
-            for record in json_records(outcome):
-                # markup=False: a name like "[red]x.jpg" is data, printed as it is
-                out.print(json.dumps(json_safe(record), ensure_ascii=False), markup=False, highlight=False,
-                          soft_wrap=True)
-        if outcome.status == "not read":
-            return
-        seen["photos"] += 1
-        if outcome.status == "failed":
-            seen["failed"] += 1
-            progress.console.print(f"[red]error:[/red] {shown(outcome.error or '')}", highlight=False)
-        elif outcome.result is not None:
-            seen["faces"] += restored_faces(outcome.result.faces)
-            if not json_out and total <= TABLE_LIMIT:
-                rows.append(outcome.result)
-        progress.update(task, advance=1, faces=seen["faces"], failed=seen["failed"])
-
-    try:
-        with progress:
-            summary = session.run(on_outcome)
-    except KeyboardInterrupt:
-        err.print(f"[yellow]interrupted[/yellow] after {seen['photos']} of {total} photos; finished photos are "
-                  "kept and recorded — rerun the same command to do the rest", highlight=False)
-        raise typer.Exit(130) from None
-    print_end(summary, rows, quiet=quiet, json_out=json_out)
-    if summary.counts["failed"]:
-        raise typer.Exit(1)

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 
+import typer
 from rich.markup import escape
 from rich.table import Table
 
-from facefix.cli.common import debug_enabled, err, out, shown
-from facefix.restore.api import PlannedPhoto, RestoreSummary
+from facefix.cli.common import debug_enabled, err, make_progress, out, shown
+from facefix.restore.api import PlannedPhoto, RestoreSession, RestoreSummary
 from facefix.restore.plan import NotRead
 from facefix.restore.report import json_safe
-from facefix.restore.runner import Outcome
+from facefix.restore.runner import Outcome, restored_faces
+
+#: Up to this many photos, the per-face table is printed (on stdout) at the end;
+#: past it, use --json or --report.
+TABLE_LIMIT = 200
 
 
 def print_plan(planned: list[PlannedPhoto], json_out: bool) -> None:
@@ -114,3 +119,42 @@ def print_end(summary: RestoreSummary, rows, *, quiet: bool, json_out: bool) -> 
         err.print(f"[red]{summary.counts['failed']} of {total} photos failed[/red]")
         if debug_enabled():
             err.print("\n".join(shown(f) for f in summary.failures), highlight=False)
+
+
+def run_and_print(session: RestoreSession, *, quiet: bool, json_out: bool) -> None:
+    """Run the session with a progress bar, printing each photo's lines as it finishes, then the end."""
+    total = len(session.jobs)
+    seen = {"photos": 0, "faces": 0, "failed": 0}
+    rows: list = []
+    progress = make_progress("photos · faces {task.fields[faces]} · failed {task.fields[failed]}",
+                             disable=quiet or total < 2)
+    task = progress.add_task("restoring", total=total, faces=0, failed=0)
+
+    def on_outcome(outcome: Outcome) -> None:
+        if json_out:
+            for record in json_records(outcome):
+                # markup=False: a name like "[red]x.jpg" is data, printed as it is
+                out.print(json.dumps(json_safe(record), ensure_ascii=False), markup=False, highlight=False,
+                          soft_wrap=True)
+        if outcome.status == "not read":
+            return
+        seen["photos"] += 1
+        if outcome.status == "failed":
+            seen["failed"] += 1
+            progress.console.print(f"[red]error:[/red] {shown(outcome.error or '')}", highlight=False)
+        elif outcome.result is not None:
+            seen["faces"] += restored_faces(outcome.result.faces)
+            if not json_out and total <= TABLE_LIMIT:
+                rows.append(outcome.result)
+        progress.update(task, advance=1, faces=seen["faces"], failed=seen["failed"])
+
+    try:
+        with progress:
+            summary = session.run(on_outcome)
+    except KeyboardInterrupt:
+        err.print(f"[yellow]interrupted[/yellow] after {seen['photos']} of {total} photos; finished photos are "
+                  "kept and recorded — rerun the same command to do the rest", highlight=False)
+        raise typer.Exit(130) from None
+    print_end(summary, rows, quiet=quiet, json_out=json_out)
+    if summary.counts["failed"]:
+        raise typer.Exit(1)
