@@ -109,8 +109,10 @@ def set_exif_size(exif: bytes, size: tuple[int, int]) -> bytes:
 
 def _turn_thumbnail(jpeg: bytes, orientation: int) -> tuple[bytes, tuple[int, int]]:
     with Image.open(io.BytesIO(jpeg)) as im:
+        if not isinstance(im, JpegImagePlugin.JpegImageFile):
+            raise ValueError(f"the EXIF thumbnail is {im.format}, not JPEG")
         im.load()
-        quality = md.estimate_jpeg_quality(getattr(im, "quantization", None)) or 90
+        quality = md.estimate_jpeg_quality(im.quantization) or 90
         sampling = md.SUBSAMPLING_NAMES.get(JpegImagePlugin.get_sampling(im), "4:2:0")
         turned = im.transpose(TRANSPOSE[orientation])
     out = io.BytesIO()

@@ -32,7 +32,7 @@ MP_PRIMARY = 0x030000  # MP type "Baseline MP Primary Image"
 
 def subsampling_name(im: JpegImagePlugin.JpegImageFile) -> str | None:
     """The chroma subsampling of a 3-layer JPEG, e.g. "4:2:0", or None if unusual."""
-    layers = getattr(im, "layer", None)
+    layers = im.layer  # set by JpegImageFile when it reads the frame header
     if not layers or len(layers) != 3 or any(layer[1:3] != (1, 1) for layer in layers[1:]):
         return None
     return _SAMPLINGS.get(tuple(layers[0][1:3]))
@@ -40,14 +40,14 @@ def subsampling_name(im: JpegImagePlugin.JpegImageFile) -> str | None:
 
 def photoshop_block(im: JpegImagePlugin.JpegImageFile) -> bytes | None:
     """The Photoshop image resource block from the APP13 segments, joined, or None."""
-    parts = [body[len(PHOTOSHOP):] for name, body in getattr(im, "applist", [])
+    parts = [body[len(PHOTOSHOP):] for name, body in im.applist
              if name == "APP13" and body.startswith(PHOTOSHOP)]
     return b"".join(parts) or None
 
 
 def comments(im: JpegImagePlugin.JpegImageFile) -> tuple[bytes, ...]:
     """Every COM segment's text, in file order."""
-    return tuple(body for name, body in getattr(im, "applist", []) if name == "COM")
+    return tuple(body for name, body in im.applist if name == "COM")
 
 
 def iptc_from_photoshop(block: bytes | None) -> bytes | None:
@@ -203,8 +203,10 @@ def _turn_picture(picture: bytes, orientation: int) -> bytes:
     """An MPF picture turned upright: its own segments kept (EXIF orientation set to
     1), its pixels re-encoded with its own quantization tables and subsampling."""
     with Image.open(io.BytesIO(picture)) as im:
+        if not isinstance(im, JpegImagePlugin.JpegImageFile):
+            raise ValueError(f"the MPF picture is {im.format}, not JPEG")
         im.load()
-        tables = getattr(im, "quantization", None)
+        tables = im.quantization
         sampling = subsampling_name(im) if im.mode == "RGB" else None
         turned = im.transpose(TRANSPOSE[orientation])
     params: dict = {"qtables": [tables[k] for k in sorted(tables)]} if tables else {"quality": 90}

@@ -318,7 +318,7 @@ def _dpi(im: Image.Image) -> tuple[float, float] | None:
 def _format_extras(im: Image.Image, fmt: str, data: bytes, orientation: int) -> dict:
     """The PhotoMeta fields particular to the source's format (JPEG, PNG, TIFF)."""
     if fmt == "JPEG" and isinstance(im, JpegImagePlugin.JpegImageFile):
-        tables = getattr(im, "quantization", None)
+        tables = im.quantization
         photoshop = jpeg.photoshop_block(im)
         return {
             "jpeg_quality": md.estimate_jpeg_quality(tables),
