@@ -107,7 +107,7 @@ def main() -> int:
         from facefix.providers.fast import FastRestorers
         from facefix.restore.matching import Gallery
         from facefix.restore.pipeline import RestoreOptions, restore_file
-        from facefix.restore.plan import plan_jobs
+        from facefix.restore.plan import plan_inputs
         from facefix.restore.runner import BatchRunner
 
         analyzer = get_analyzer(args.backend)
@@ -120,13 +120,13 @@ def main() -> int:
 
         def sequential(out: Path) -> None:
             faces["sequential"] = 0
-            for job in plan_jobs([work / "photos"], output_dir=out, suffix="_r", ext="same", recursive=True):
+            for job in plan_inputs([work / "photos"], output_dir=out, suffix="_r", ext="same", recursive=True).jobs:
                 r = restore_file(job.source, job.target, analyzer=analyzer, gallery=gallery,
                                  restorers=restorers, options=options)
                 faces["sequential"] += sum(f.skipped is None for f in r.faces)
 
         def pipelined(out: Path) -> None:
-            jobs = plan_jobs([work / "photos"], output_dir=out, suffix="_r", ext="same", recursive=True)
+            jobs = plan_inputs([work / "photos"], output_dir=out, suffix="_r", ext="same", recursive=True).jobs
             failed = []
             faces["pipelined"] = 0
 

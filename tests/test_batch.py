@@ -13,7 +13,7 @@ from helpers_enrolled import is_valid_image, small_photos
 from PIL import Image
 
 from facefix.errors import UsageError
-from facefix.restore.plan import plan_jobs
+from facefix.restore.plan import plan_inputs
 from facefix.restore.record import (
     STATE_NAME,
     RunState,
@@ -42,11 +42,11 @@ def test_extensions_match_in_any_case_and_subfolders_are_mirrored(tmp_path):
         (album / rel).parent.mkdir(parents=True, exist_ok=True)
         (album / rel).write_bytes(b"x")
     out = tmp_path / "out"
-    jobs = plan_jobs([album], output_dir=out, suffix="_r", ext="same", recursive=True)
+    jobs = plan_inputs([album], output_dir=out, suffix="_r", ext="same", recursive=True).jobs
     assert {j.source.relative_to(album).as_posix(): j.target.relative_to(out).as_posix() for j in jobs} == {
         "a.JPG": "a_r.JPG", "b.jpeg": "b_r.jpeg", "c.Tif": "c_r.Tif",
         "sub/d.PNG": "sub/d_r.PNG", "sub/deeper/e.webp": "sub/deeper/e_r.webp"}
-    flat = plan_jobs([album], output_dir=out, suffix="_r", ext="same", recursive=False)
+    flat = plan_inputs([album], output_dir=out, suffix="_r", ext="same", recursive=False).jobs
     assert names(flat) == ["a.JPG", "b.jpeg", "c.Tif"]
 
 
@@ -55,8 +55,8 @@ def test_include_and_exclude_globs(tmp_path):
     for rel in ["2001/x.jpg", "2001/y.png", "2002/z.JPG", "tmp/t.jpg", "raw_scan.tif"]:
         (album / rel).parent.mkdir(parents=True, exist_ok=True)
         (album / rel).write_bytes(b"x")
-    plan = lambda **kw: sorted(j.source.relative_to(album).as_posix() for j in plan_jobs(
-        [album], output_dir=tmp_path / "o", suffix="_r", ext="same", recursive=True, **kw))
+    plan = lambda **kw: sorted(j.source.relative_to(album).as_posix() for j in plan_inputs(
+        [album], output_dir=tmp_path / "o", suffix="_r", ext="same", recursive=True, **kw).jobs)
     assert plan(include=["*.jpg"]) == ["2001/x.jpg", "2002/z.JPG", "tmp/t.jpg"]
     assert plan(exclude=["tmp"]) == ["2001/x.jpg", "2001/y.png", "2002/z.JPG", "raw_scan.tif"]
     assert plan(include=["2001/*"], exclude=["*.png"]) == ["2001/x.jpg"]
@@ -69,7 +69,7 @@ def test_output_inside_the_input_tree_is_never_an_input(tmp_path):
     out = album / "restored"
     touch_photo(out / "a_restored.jpg")  # from an earlier run
     touch_photo(out / "nested" / "x.jpg")
-    jobs = plan_jobs([album], output_dir=out, suffix="_restored", ext="same", recursive=True)
+    jobs = plan_inputs([album], output_dir=out, suffix="_restored", ext="same", recursive=True).jobs
     assert [(j.source.name, j.target) for j in jobs] == [("a.jpg", out / "a_restored.jpg")]
 
 
@@ -79,11 +79,11 @@ def test_outputs_beside_inputs_are_not_inputs_on_a_rerun(tmp_path):
     touch_photo(album / "a_restored.jpg")
     touch_photo(album / "a_restored_compare.jpg")
     touch_photo(album / "a_restored_faces" / "face0_generic_after.png")
-    jobs = plan_jobs([album], output_dir=None, suffix="_restored", ext="same", recursive=True)
+    jobs = plan_inputs([album], output_dir=None, suffix="_restored", ext="same", recursive=True).jobs
     assert names(jobs) == ["a.jpg"]
     # a renamed output is still known to the run record
-    jobs = plan_jobs([album], output_dir=None, suffix="_x", ext="same", recursive=True,
-                     known_outputs={(album / "a_restored.jpg").resolve(), (album / "a_restored_compare.jpg").resolve()})
+    jobs = plan_inputs([album], output_dir=None, suffix="_x", ext="same", recursive=True,
+                     known_outputs={(album / "a_restored.jpg").resolve(), (album / "a_restored_compare.jpg").resolve()}).jobs
     assert "a_restored.jpg" not in names(jobs)
 
 
@@ -92,9 +92,9 @@ def test_an_output_may_not_overwrite_another_input(tmp_path):
     touch_photo(album / "a.jpg")
     touch_photo(album / "a_r.jpg")
     with pytest.raises(UsageError, match="overwrite the input"):
-        plan_jobs([album / "a.jpg", album / "a_r.jpg"], output_dir=None, suffix="_r", ext="same", recursive=False)
+        plan_inputs([album / "a.jpg", album / "a_r.jpg"], output_dir=None, suffix="_r", ext="same", recursive=False)
     with pytest.raises(UsageError, match="would overwrite it"):
-        plan_jobs([album], output_dir=album, suffix="", ext="same", recursive=False)
+        plan_inputs([album], output_dir=album, suffix="", ext="same", recursive=False)
 
 
 def test_gif_is_planned_as_png_and_symlink_loops_do_not_trap_the_scan(tmp_path):
@@ -104,10 +104,10 @@ def test_gif_is_planned_as_png_and_symlink_loops_do_not_trap_the_scan(tmp_path):
     os.symlink(album, album / "sub" / "back")  # a folder loop
     os.symlink(album / "loop1.jpg", album / "loop2.jpg")
     os.symlink(album / "loop2.jpg", album / "loop1.jpg")  # a file loop: planned, fails on read
-    jobs = plan_jobs([album], output_dir=tmp_path / "o", suffix="_r", ext="same", recursive=True)
+    jobs = plan_inputs([album], output_dir=tmp_path / "o", suffix="_r", ext="same", recursive=True).jobs
     assert sorted((j.source.name, j.target.name) for j in jobs) == [
         ("anim.GIF", "anim_r.png"), ("loop1.jpg", "loop1_r.jpg"), ("loop2.jpg", "loop2_r.jpg")]
-    flat = plan_jobs([album], output_dir=tmp_path / "o", suffix="_r", ext="same", recursive=False)
+    flat = plan_inputs([album], output_dir=tmp_path / "o", suffix="_r", ext="same", recursive=False).jobs
     assert names(flat) == ["anim.GIF", "loop1.jpg", "loop2.jpg"]
 
 
@@ -261,7 +261,7 @@ def test_runner_batches_faces_across_photos_records_and_goes_on(tmp_path, group_
         (album / f"group{i}.jpg").write_bytes(group_photo.read_bytes())
     (album / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut")
     out = tmp_path / "out"
-    jobs = plan_jobs([album], output_dir=out, suffix="_r", ext="same", recursive=False)
+    jobs = plan_inputs([album], output_dir=out, suffix="_r", ext="same", recursive=False).jobs
     analyzer = get_analyzer("dlib")
     provider = TinyProvider()
     state = RunState.for_output(out)

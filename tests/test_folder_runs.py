@@ -25,7 +25,7 @@ from helpers_enrolled import is_valid_image, small_photos
 from PIL import Image
 
 from facefix.errors import UsageError
-from facefix.restore.plan import plan_jobs
+from facefix.restore.plan import plan_inputs
 from facefix.restore.record import STATE_NAME, RunState, file_sha256, settings_key
 from facefix.restore.report import ReportWriter
 from facefix.restore.runner import Outcome
@@ -58,25 +58,25 @@ def test_same_stem_png_and_gif_get_distinct_stable_targets(tmp_path):
     for name in ("photo.png", "photo.gif", "other.gif"):
         (album / name).write_bytes(b"x")
     out = tmp_path / "out"
-    plan = lambda: {j.source.name: j.target.name for j in plan_jobs(
-        [album], output_dir=out, suffix="_restored", ext="same", recursive=False)}
+    plan = lambda: {j.source.name: j.target.name for j in plan_inputs(
+        [album], output_dir=out, suffix="_restored", ext="same", recursive=False).jobs}
     # the PNG keeps the plain name, the GIF (written as PNG) keeps its own extension in its name
     assert plan() == {"photo.png": "photo_restored.png", "photo.gif": "photo.gif_restored.png",
                       "other.gif": "other_restored.png"}
     assert plan() == plan(), "the same targets on a rerun (the resume record is keyed by them)"
     # --ext jpg: neither source is a JPEG, so both keep their extension
-    jpg = {j.source.name: j.target.name for j in plan_jobs(
-        [album / "photo.png", album / "photo.gif"], output_dir=out, suffix="_r", ext="jpg", recursive=False)}
+    jpg = {j.source.name: j.target.name for j in plan_inputs(
+        [album / "photo.png", album / "photo.gif"], output_dir=out, suffix="_r", ext="jpg", recursive=False).jobs}
     assert jpg == {"photo.png": "photo.png_r.jpg", "photo.gif": "photo.gif_r.jpg"}
     # beside the inputs, an earlier run's renamed output is not taken as an input
     (album / "photo.gif_restored.png").write_bytes(b"x")
-    beside = plan_jobs([album], output_dir=None, suffix="_restored", ext="same", recursive=False)
+    beside = plan_inputs([album], output_dir=None, suffix="_restored", ext="same", recursive=False).jobs
     assert sorted(j.source.name for j in beside) == ["other.gif", "photo.gif", "photo.png"]
     # two sources with the output's own extension still cannot share one output: a clear refusal
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "photo.png").write_bytes(b"x")
     with pytest.raises(UsageError, match="would both be written"):
-        plan_jobs([album / "photo.png", tmp_path / "b" / "photo.png"], output_dir=out, suffix="_r",
+        plan_inputs([album / "photo.png", tmp_path / "b" / "photo.png"], output_dir=out, suffix="_r",
                   ext="same", recursive=False)
 
 

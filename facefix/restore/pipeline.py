@@ -302,7 +302,7 @@ def output_path(source: Path, *, output_dir: Path | None, suffix: str, ext: str,
     With ``keep_source_ext`` the whole source name is kept before the suffix
     (``photo.gif`` → ``photo.gif_restored.png``): a folder run uses it when two
     sources sharing a stem would otherwise get the same output (see
-    :func:`facefix.restore.plan.plan_jobs`).
+    :func:`facefix.restore.plan.plan_inputs`).
     """
     if ext not in EXT_CHOICES:
         raise UsageError(f"--ext must be one of {', '.join(EXT_CHOICES)}, not {ext!r}")

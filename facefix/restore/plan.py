@@ -110,11 +110,6 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
-def plan_jobs(*args, **kwargs) -> list[Job]:
-    """The jobs of :func:`plan_inputs` (same arguments)."""
-    return plan_inputs(*args, **kwargs).jobs
-
-
 def plan_inputs(
     paths: list[Path],
     *,
@@ -214,7 +209,7 @@ def _separate_same_stems(jobs: list[Job], suffix: str, ext: str) -> list[Job]:
 
     Only a source whose extension differs from its target's is renamed; two
     sources with the target's own extension (the same name in two folders
-    sent to one ``--output``) still collide, and plan_jobs refuses them.
+    sent to one ``--output``) still collide, and plan_inputs refuses them.
     """
     groups: dict[Path, list[int]] = {}
     for i, job in enumerate(jobs):
