@@ -12,7 +12,7 @@ from facefix.cli.common import debug_enabled, err, make_progress, out, shown
 from facefix.restore.api import PlannedPhoto, RestoreSession, RestoreSummary
 from facefix.restore.plan import NotRead
 from facefix.restore.report import json_safe
-from facefix.restore.runner import Outcome, restored_faces
+from facefix.restore.runner import Outcome
 
 #: Up to this many photos, the per-face table is printed (on stdout) at the end;
 #: past it, use --json or --report.
@@ -124,7 +124,6 @@ def print_end(summary: RestoreSummary, rows, *, quiet: bool, json_out: bool) -> 
 def run_and_print(session: RestoreSession, *, quiet: bool, json_out: bool) -> None:
     """Run the session with a progress bar, printing each photo's lines as it finishes, then the end."""
     total = len(session.jobs)
-    seen = {"photos": 0, "faces": 0, "failed": 0}
     rows: list = []
     progress = make_progress("photos · faces {task.fields[faces]} · failed {task.fields[failed]}",
                              disable=quiet or total < 2)
@@ -138,22 +137,19 @@ def run_and_print(session: RestoreSession, *, quiet: bool, json_out: bool) -> No
                           soft_wrap=True)
         if outcome.status == "not read":
             return
-        seen["photos"] += 1
         if outcome.status == "failed":
-            seen["failed"] += 1
             progress.console.print(f"[red]error:[/red] {shown(outcome.error or '')}", highlight=False)
-        elif outcome.result is not None:
-            seen["faces"] += restored_faces(outcome.result.faces)
-            if not json_out and total <= TABLE_LIMIT:
-                rows.append(outcome.result)
-        progress.update(task, advance=1, faces=seen["faces"], failed=seen["failed"])
+        elif outcome.result is not None and not json_out and total <= TABLE_LIMIT:
+            rows.append(outcome.result)
+        so_far = session.summary  # already counts this photo
+        progress.update(task, advance=1, faces=so_far.faces, failed=so_far.counts["failed"])
 
     try:
         with progress:
             summary = session.run(on_outcome)
     except KeyboardInterrupt:
-        err.print(f"[yellow]interrupted[/yellow] after {seen['photos']} of {total} photos; finished photos are "
-                  "kept and recorded — rerun the same command to do the rest", highlight=False)
+        err.print(f"[yellow]interrupted[/yellow] after {session.summary.photos_done} of {total} photos; finished "
+                  "photos are kept and recorded — rerun the same command to do the rest", highlight=False)
         raise typer.Exit(130) from None
     print_end(summary, rows, quiet=quiet, json_out=json_out)
     if summary.counts["failed"]:

@@ -72,6 +72,23 @@ def choose_engine(engine: str, model_set=None, *, device: str = "auto") -> tuple
                     f"(fetch it with `{chosen.pull_command}`); the diffusion engine needs it")
 
 
+def choose_engine_for(engine: str, model_set, store: ProfileStore, *,
+                      device: str = "auto") -> tuple[str, str | None, list[str]]:
+    """:func:`choose_engine`, and when ``auto`` falls back to fast, whose diffusion adapters go unused.
+
+    Returns:
+        ``(engine, why, unused)``: ``unused`` names the people with diffusion adapters
+        the fast engine leaves aside; ``why`` then says so, also where
+        :func:`choose_engine` had nothing to say (no GPU and no weights here).
+    """
+    concrete, why = choose_engine(engine, model_set, device=device)
+    unused = has_diffusion_artifacts(store) if concrete == "fast" and engine == "auto" else []
+    if unused:
+        why = (f"{why or 'using the fast engine: no CUDA GPU and no diffusion weights here'}, "
+               f"so {', '.join(unused)}'s diffusion adapters are not used")
+    return concrete, why, unused
+
+
 def has_diffusion_artifacts(store: ProfileStore) -> list[str]:
     """Names of enrolled people who have diffusion adapters (of any model set)."""
     people = []
@@ -123,14 +140,9 @@ def make_provider(
         ModelError: ``diffusion`` asked for and the weights are not on disk
             (names the id, where it looked and the ``facefix models pull`` command).
     """
-    concrete, why = choose_engine(engine, model_set, device=device)
-    if concrete == "fast" and engine == "auto":
-        people = has_diffusion_artifacts(store)
-        if people:
-            log.warning("%s, so %s's diffusion adapters are not used",
-                        why or "using the fast engine: no CUDA GPU and no diffusion weights here", ", ".join(people))
-        elif why:
-            log.debug("%s", why)
+    concrete, why, unused = choose_engine_for(engine, model_set, store, device=device)
+    if why:
+        log.log(logging.WARNING if unused else logging.DEBUG, "%s", why)
     fast = FastRestorers(store, generic, device=device, tta=tta)
     if concrete == "fast":
         if references:

@@ -115,6 +115,11 @@ class RestoreSummary:
     seconds: float = 0.0
 
     @property
+    def photos_done(self) -> int:
+        """Photos heard of so far (files not read are not photos)."""
+        return sum(n for status, n in self.counts.items() if status != "not read")
+
+    @property
     def photos_per_minute(self) -> float:
         done = self.counts["restored"] + self.counts["no face"]
         return done / self.seconds * 60 if self.seconds > 0 else 0.0
@@ -187,6 +192,7 @@ class RestoreSession:
         engine: the concrete engine (``fast`` or ``diffusion``).
         engine_note: why ``auto`` chose the fast engine, or None.
         settings: the settings key of this run's outputs.
+        summary: what :meth:`run` has done so far.
     """
 
     def __init__(self, request: RestoreRequest, jobs: list[Job], not_read: list[NotRead], state: RunState,
@@ -197,6 +203,7 @@ class RestoreSession:
         self.engine = engine
         self.engine_note = engine_note
         self.settings = settings
+        self.summary = RestoreSummary(total=len(jobs))
         self._state = state
         self._store = store
         self._generic = generic
@@ -211,7 +218,7 @@ class RestoreSession:
             UsageError: an unknown person or adapted restorer, bad options, an unusable output folder.
         """
         from facefix.faces.analyzer import resolve_backend
-        from facefix.providers.choose import choose_engine
+        from facefix.providers.choose import choose_engine_for
 
         store = store if store is not None else ProfileStore()
         generic = generic if generic is not None else GenericStore()
@@ -231,7 +238,8 @@ class RestoreSession:
                 if not dry_run and str(state.path) == ":memory:":  # work to do: now the record is made
                     state.close()
                     state = RunState.for_output(request.output, create=True)
-                engine, note = choose_engine(request.engine, request.model_set, device=request.devices[0])
+                engine, note, _ = choose_engine_for(request.engine, request.model_set, store,
+                                                    device=request.devices[0])
                 settings = settings_key(output_settings(request, engine, resolve_backend(request.backend),
                                                         store, generic))
         except BaseException:
@@ -265,8 +273,10 @@ class RestoreSession:
     def run(self, on_outcome: Callable[[Outcome], None] | None = None) -> RestoreSummary:
         """Restore every planned photo; ``on_outcome`` hears of each as it finishes.
 
-        A bad photo is recorded as ``failed`` and the run goes on. On Ctrl-C the
-        finished photos stay written and recorded (a rerun does the rest) and
+        ``self.summary`` is the run's :class:`RestoreSummary`, counted before
+        ``on_outcome`` is called, so a caller can show it as it grows. A bad photo
+        is recorded as ``failed`` and the run goes on. On Ctrl-C the finished
+        photos stay written and recorded (a rerun does the rest) and
         ``KeyboardInterrupt`` propagates.
         """
         from facefix.faces import get_analyzer
@@ -276,7 +286,7 @@ class RestoreSession:
         from facefix.restore.runner import BatchRunner
 
         request = self.request
-        summary = RestoreSummary(total=len(self.jobs))
+        summary = self.summary = RestoreSummary(total=len(self.jobs))
         if not self.jobs:
             return summary
         if str(self._state.path) == ":memory:":
@@ -297,7 +307,9 @@ class RestoreSession:
                          for p, d in zip(providers, request.devices)]
         writer = ReportWriter(request.report) if request.report is not None else None
         # The review page's record of every run into this folder (``facefix review OUT``).
-        manifest = ReportWriter(request.output / REVIEW_MANIFEST, append=True) if request.output is not None else None
+        manifest = None
+        if request.output is not None:
+            manifest = ReportWriter(request.output / REVIEW_MANIFEST, append=True, what="the review record")
 
         def heard(outcome: Outcome) -> None:
             if outcome.status == "cancelled":

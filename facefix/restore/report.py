@@ -108,16 +108,17 @@ class ReportWriter:
 
     Args:
         path: the report file; replaced at the start of a run (``append``: added to).
+        what: how an error names it (``--report``, or the review record).
     """
 
-    def __init__(self, path: Path, *, append: bool = False):
+    def __init__(self, path: Path, *, append: bool = False, what: str = "--report"):
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh: IO[str] = open(self.path, "a" if append else "w", encoding="utf-8")
         except OSError as exc:
-            raise UsageError(f"--report {self.path}: cannot be written ({exc.strerror or exc}); "
+            raise UsageError(f"{what} {self.path}: cannot be written ({exc.strerror or exc}); "
                              "give a writable file path") from exc
 
     def write(self, outcome: Outcome) -> None:
