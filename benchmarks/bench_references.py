@@ -100,6 +100,8 @@ def main() -> int:
     parser.add_argument("--learned-base", choices=("person", "classical", "both"), default="person",
                         help="which pre-cleaner the learned fusion is trained with and used on (classical: "
                         "the weight-free one, which has not memorised the references; works without --budget)")
+    parser.add_argument("--fusions", type=Path, help="keep/reuse the learned fusions here (outside the repository; "
+                        "only valid with the same split, base and --models)")
     parser.add_argument("--cache", type=Path, help="keep the fusion's training pairs here (outside the repository)")
     parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--sheets", type=Path, help="write each person's contact sheet into this folder "
@@ -153,16 +155,25 @@ def main() -> int:
                 continue  # the person's model needs --budget
             from facefix.training.fusion_train import train_fusion
 
-            t0 = time.perf_counter()
-            learned = train_fusion(sets["crops"][sets["train_idx"]], bases[label], budget_s=args.learned,
-                                   seed=args.seed, settings=fusion, cache_dir=args.cache)
-            learned_info[f"{name}/{label}"] = {"steps": learned.steps, "pairs": learned.pairs,
-                                               "seconds": round(time.perf_counter() - t0, 1)}
+            kept = (args.fusions / f"{name}-{label}-{args.learned:g}s.safetensors") if args.fusions else None
+            if kept is not None and kept.is_file():
+                weights = kept.read_bytes()
+                learned_info[f"{name}/{label}"] = {"reused": str(kept)}
+            else:
+                t0 = time.perf_counter()
+                learned = train_fusion(sets["crops"][sets["train_idx"]], bases[label], budget_s=args.learned,
+                                       seed=args.seed, settings=fusion, cache_dir=args.cache)
+                weights = learned.weights
+                learned_info[f"{name}/{label}"] = {"steps": learned.steps, "pairs": learned.pairs,
+                                                   "seconds": round(time.perf_counter() - t0, 1)}
+                if kept is not None:
+                    kept.parent.mkdir(parents=True, exist_ok=True)
+                    kept.write_bytes(weights)
             print(f"{name}: learned fusion on {label} {learned_info[f'{name}/{label}']}")
             learned_methods[f"{label}+learned"] = ReferenceRestorer(bases[label], guides, fusion,
-                                                                    name=f"{label}+learned", fusion=learned.weights)
+                                                                    name=f"{label}+learned", fusion=weights)
             learned_methods[f"{label}+hybrid"] = ReferenceRestorer(bases[label], guides, fusion,
-                                                                   name=f"{label}+hybrid", fusion=learned.weights,
+                                                                   name=f"{label}+hybrid", fusion=weights,
                                                                    learned_from=args.learned_from)
         methods.update({"classical": classical, "classical+refs": refs})
         methods.update(learned_methods)

@@ -26,7 +26,9 @@ from facefix.restorers.reference import (
     FusionSettings,
     ReferenceRestorer,
     estimate_blur,
+    feature_masks,
     fuse,
+    gate_features,
 )
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -170,6 +172,34 @@ def test_fuse_keeps_a_gray_face_gray(astronaut):
               for r, p in zip(refs[:2], aligned_landmarks68(refs[:2]))]
     out, _ = fuse(bad, points, warped, FusionSettings(), blur=6.0)
     assert np.abs(out[..., 0] - out[..., 1]).max() < 1e-5 and np.abs(out[..., 1] - out[..., 2]).max() < 1e-5
+
+
+def test_the_learned_fusions_guides_lose_a_mouth_that_disagrees(astronaut):
+    """A guide whose mouth is another mouth (here: her lips painted over with a dark closed line) shows
+    the face's own mouth to the learned fusion; her own guide passes whole."""
+    import cv2
+
+    clean, refs = astronaut
+    bad = degrade_fixed(clean, sigma=8.0, scale=4.0, noise=4.0, jpeg=None, seed=0).astype(np.float32)
+    points = aligned_landmarks68(bad[None])[0]
+    # refs[2] is not mirrored (0, 1 and 3 are: her lop-sided smile mirrored is another mouth, and the gate
+    # refuses those too)
+    own = warp_guide(refs[2].astype(np.float32) / 255.0, landmark_map(aligned_landmarks68(refs[2:3])[0], points, 512),
+                     bad @ _LUMA, blur=8.0)
+    _, mouth = feature_masks(points, 512)
+    closed = own.copy()
+    lips = mouth > 0.3
+    closed[lips] = own[lips].mean(0) * 0.8  # flat lips...
+    centre = np.round(points[60:68].mean(0)).astype(int)
+    cv2.line(closed, (int(points[48][0]), centre[1]), (int(points[54][0]), centre[1]), (0.15, 0.05, 0.05), 6)
+    gated, gates = gate_features(bad, points, [own, closed], 8.0, FusionSettings())
+    assert gates[0]["mouth"] > 0.5 and min(gates[0]["left_eye"], gates[0]["right_eye"]) > 0.5
+    assert gates[1]["mouth"] == 0.0 and gates[1]["left_eye"] == gates[0]["left_eye"]
+    inside = mouth > 0.5
+    assert np.abs(gated[1][inside] - bad[inside]).max() < 1e-5  # the face's own mouth, nothing of the guide's
+    far = np.ones_like(inside)
+    far[int(points[27][1]):, :] = False  # above the nose: eyes and brows untouched by the mouth's gate
+    assert np.abs(gated[1][far] - gated[0][far]).max() < 1e-3
 
 
 def test_two_restore_threads_give_what_one_gives(astronaut):
