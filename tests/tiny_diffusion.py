@@ -227,3 +227,167 @@ def smooth_faces(n: int, size: int = 64, seed: int = 0) -> np.ndarray:
             image = np.where(eye[..., None], 0.1, image)
         out[i] = image
     return out
+
+
+# --------------------------------------------------------------------------- original single-file layout
+#
+# A1111/ComfyUI keep SD 1.5 as one file in the original (CompVis/LDM) key
+# layout, and ControlNets in ControlNet's own. diffusers ships only the
+# reading direction (``from_single_file``); these write it, for any UNet/VAE/
+# ControlNet config, so that tiny weights can be saved as a user's file is.
+
+
+def _resnet_to_ldm(rest: str) -> str:
+    return (rest.replace("norm1", "in_layers.0").replace("conv1", "in_layers.2")
+            .replace("time_emb_proj", "emb_layers.1").replace("norm2", "out_layers.0")
+            .replace("conv2", "out_layers.3").replace("conv_shortcut", "skip_connection"))
+
+
+def _unet_encoder_name(key: str, n: int) -> str | None:
+    """The LDM name of a diffusers UNet/ControlNet encoder or middle key (None: not one)."""
+    parts = key.split(".")
+    fixed = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+             "conv_in": "input_blocks.0.0"}
+    head = ".".join(parts[:2]) if parts[0] == "time_embedding" else parts[0]
+    if head in fixed:
+        return fixed[head] + key[len(head):]
+    if parts[0] == "down_blocks":
+        i, kind, j, rest = int(parts[1]), parts[2], int(parts[3]), ".".join(parts[4:])
+        if kind == "downsamplers":
+            return f"input_blocks.{(i + 1) * (n + 1)}.0.op.{rest.removeprefix('conv.')}"
+        index = i * (n + 1) + j + 1
+        return f"input_blocks.{index}.0.{_resnet_to_ldm(rest)}" if kind == "resnets" else f"input_blocks.{index}.1.{rest}"
+    if parts[0] == "mid_block":
+        kind, j, rest = parts[1], int(parts[2]), ".".join(parts[3:])
+        return f"middle_block.{2 * j}.{_resnet_to_ldm(rest)}" if kind == "resnets" else f"middle_block.1.{rest}"
+    return None
+
+
+def unet_to_ldm(state: dict, config) -> dict:
+    """A diffusers UNet's state dict in the original layout (``model.diffusion_model.*``)."""
+    n = config["layers_per_block"]
+    with_attention = ["CrossAttn" in t for t in config["up_block_types"]]
+    out = {}
+    for key, value in state.items():
+        name = _unet_encoder_name(key, n)
+        parts = key.split(".")
+        if name is None and parts[0] == "up_blocks":
+            i, kind, j, rest = int(parts[1]), parts[2], int(parts[3]), ".".join(parts[4:])
+            if kind == "upsamplers":
+                name = f"output_blocks.{i * (n + 1) + n}.{2 if with_attention[i] else 1}.{rest}"
+            elif kind == "resnets":
+                name = f"output_blocks.{i * (n + 1) + j}.0.{_resnet_to_ldm(rest)}"
+            else:
+                name = f"output_blocks.{i * (n + 1) + j}.1.{rest}"
+        elif name is None:
+            name = {"conv_norm_out": "out.0", "conv_out": "out.2"}[parts[0]] + key[len(parts[0]):]
+        out["model.diffusion_model." + name] = value
+    return out
+
+
+def vae_to_ldm(state: dict, config) -> dict:
+    """A diffusers AutoencoderKL's state dict in the original layout (``first_stage_model.*``)."""
+    blocks = len(config["up_block_types"])
+    attention = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+    out = {}
+    for key, value in state.items():
+        side, rest = key.split(".", 1) if key.startswith(("encoder.", "decoder.")) else ("", key)
+        parts = rest.split(".")
+        if parts[0] in ("down_blocks", "up_blocks"):
+            i = int(parts[1]) if parts[0] == "down_blocks" else blocks - 1 - int(parts[1])
+            kind, tail = parts[2], ".".join(parts[4:])
+            group = "down" if parts[0] == "down_blocks" else "up"
+            if kind == "resnets":
+                rest = f"{group}.{i}.block.{parts[3]}.{tail.replace('conv_shortcut', 'nin_shortcut')}"
+            else:
+                rest = f"{group}.{i}.{'downsample' if group == 'down' else 'upsample'}.{tail}"
+        elif parts[0] == "mid_block" and parts[1] == "resnets":
+            rest = f"mid.block_{int(parts[2]) + 1}.{'.'.join(parts[3:]).replace('conv_shortcut', 'nin_shortcut')}"
+        elif parts[0] == "mid_block":
+            tail = ".".join(parts[3:])
+            layer = next(k for k in attention if tail.startswith(k + "."))
+            rest = f"mid.attn_1.{attention[layer]}{tail[len(layer):]}"
+            if layer != "group_norm" and value.ndim == 2:  # LDM's attention is 1x1 convolutions
+                value = value[:, :, None, None]
+        elif parts[0] == "conv_norm_out":
+            rest = "norm_out" + rest[len("conv_norm_out"):]
+        out["first_stage_model." + (f"{side}.{rest}" if side else rest)] = value
+    return out
+
+
+def text_encoder_to_ldm(state: dict) -> dict:
+    """A CLIPTextModel's state dict as SD 1.5 files hold it (``cond_stage_model.transformer.text_model.*``)."""
+    out = {}
+    for key, value in state.items():
+        key = key if key.startswith("text_model.") else "text_model." + key  # transformers >= 5.6 flattened it
+        out["cond_stage_model.transformer." + key] = value
+    positions = out["cond_stage_model.transformer.text_model.embeddings.position_embedding.weight"].shape[0]
+    out["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.arange(positions)[None]
+    return out
+
+
+def controlnet_to_original(state: dict, config) -> dict:
+    """A diffusers ControlNet's state dict as ControlNet 1.1's ``.pth`` files hold it (``control_model.*``).
+
+    The hint encoder's last convolution is ``input_hint_block.14`` at any size:
+    its place in SD's hint encoder, and where diffusers reads it from.
+    """
+    n = config["layers_per_block"]
+    out = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        name = _unet_encoder_name(key, n)
+        if name is None and parts[0] == "controlnet_down_blocks":
+            name = f"zero_convs.{parts[1]}.0.{parts[2]}"
+        elif name is None and parts[0] == "controlnet_mid_block":
+            name = f"middle_block_out.0.{parts[1]}"
+        elif name is None and parts[1] == "conv_in":
+            name = f"input_hint_block.0.{parts[2]}"
+        elif name is None and parts[1] == "conv_out":
+            name = f"input_hint_block.14.{parts[2]}"
+        elif name is None:
+            name = f"input_hint_block.{2 * (int(parts[2]) + 1)}.{parts[3]}"
+        out["control_model." + name] = value
+    return out
+
+
+def save_tiny_single_files(directory: Path, tiny_set: Path) -> dict[str, Path]:
+    """The tiny model set (:func:`save_tiny_model_set`) as a user keeps single files, and its configs.
+
+    Returns ``base`` (one fp32 ``.safetensors`` in SD 1.5's original layout,
+    like ``v1-5-pruned-emaonly.safetensors``), ``guide`` (a ``.pth`` pickle as
+    ``control_v11f1e_sd15_tile.pth``), ``guide_safetensors`` (the same as
+    ``.safetensors``) and ``configs``: a weights-free folder laid out as
+    ``facefix/data/sd15`` (the tiny architecture's configs, tokenizer, scheduler
+    and ``controlnet-tile/config.json``).
+    """
+    import shutil
+
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextModel
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    base, guide_dir = Path(tiny_set) / "base", Path(tiny_set) / "guide"
+    unet = UNet2DConditionModel.from_pretrained(base / "unet")
+    vae = AutoencoderKL.from_pretrained(base / "vae")
+    text = CLIPTextModel.from_pretrained(base / "text_encoder")
+    guide = ControlNetModel.from_pretrained(guide_dir)
+    state = {**unet_to_ldm(unet.state_dict(), unet.config), **vae_to_ldm(vae.state_dict(), vae.config),
+             **text_encoder_to_ldm(text.state_dict())}
+    files = {"base": directory / "tiny-pruned-emaonly.safetensors", "guide": directory / "control_tiny_tile.pth",
+             "guide_safetensors": directory / "control_tiny_tile.safetensors", "configs": directory / "configs"}
+    save_file({k: v.contiguous() for k, v in state.items()}, str(files["base"]))
+    control = {k: v.contiguous() for k, v in controlnet_to_original(guide.state_dict(), guide.config).items()}
+    torch.save(control, files["guide"])
+    save_file(control, str(files["guide_safetensors"]))
+    configs = files["configs"]
+    for sub in ("unet", "vae", "text_encoder"):
+        (configs / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy(base / sub / "config.json", configs / sub / "config.json")
+    shutil.copytree(base / "tokenizer", configs / "tokenizer")
+    shutil.copytree(base / "scheduler", configs / "scheduler")
+    (configs / "controlnet-tile").mkdir()
+    shutil.copy(guide_dir / "config.json", configs / "controlnet-tile" / "config.json")
+    return files

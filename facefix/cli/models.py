@@ -24,10 +24,12 @@ SetArg = Annotated[
     ),
 ]
 BaseOpt = Annotated[
-    str | None, typer.Option("--base", help="Base model instead of the set's: a hub id or a local directory.")
+    str | None,
+    typer.Option("--base", help="Base model instead of the set's: a hub id, a local directory or an SD 1.x single file."),
 ]
 GuideOpt = Annotated[
-    str | None, typer.Option("--guide", help="Guide (ControlNet) instead of the set's: a hub id or a local directory.")
+    str | None,
+    typer.Option("--guide", help="Guide (ControlNet) instead of the set's: a hub id, a local directory or a single file."),
 ]
 
 
@@ -96,8 +98,10 @@ def pull_set(
 def add_set(
     name: Annotated[str, typer.Argument(help="A name for the set, e.g. my-sd15.", show_default=False)],
     *,
-    base: Annotated[str, typer.Option("--base", help="Base model: a hub id or a local diffusers pipeline folder.")],
-    guide: Annotated[str, typer.Option("--guide", help="Guide (ControlNet): a hub id or a local folder.")],
+    base: Annotated[str, typer.Option("--base", help="Base model: a hub id, a local diffusers pipeline folder, or an "
+                                      "SD 1.x single file (v1-5-pruned-emaonly.safetensors, .ckpt).")],
+    guide: Annotated[str, typer.Option("--guide", help="Guide (ControlNet): a hub id, a local folder, or a single "
+                                       "file (control_v11f1e_sd15_tile.pth, .safetensors).")],
     variant: Annotated[str | None, typer.Option("--variant", help="Weight variant of the base's files, e.g. fp16.")] = None,
 ) -> None:
     """Name a model set (a base and a guide) so that --model-set NAME finds it; hub ids are fetched by 'models pull NAME'."""

@@ -23,7 +23,8 @@ from facefix.common.paths import (
     offline_variables,
 )
 from facefix.errors import ModelError, UsageError
-from facefix.modelsets.registry import ModelSet, is_local
+from facefix.modelsets.registry import SINGLE_FILE_SUFFIXES, ModelSet, is_local
+from facefix.modelsets.single_file import file_revision, is_single_file
 
 log = logging.getLogger(__name__)
 
@@ -57,25 +58,68 @@ def pull_patterns(role: str, variant: str | None, files) -> list[str]:
         patterns = ["model_index.json", "scheduler/*.json", "tokenizer/*"]
         for sub, stem in BASE_PARTS:
             patterns.append(f"{sub}/config.json")
-            names = ([f"{sub}/{stem}.{variant}.safetensors"] if variant else []) + [f"{sub}/{stem}.safetensors"]
-            # Neither present: ask for the first, so that locate names it as missing.
-            patterns.append(next((n for n in names if n in files), names[0]))
+            choices = [weight_names(stem, variant), weight_names(stem, None)] if variant else [weight_names(stem, None)]
+            if sub == "text_encoder":  # transformers' pickle name, for repositories that ship nothing else
+                choices.append(["pytorch_model.bin"])
+            # None present: ask for the first, so that locate names it as missing.
+            chosen = next((c for c in choices if any(f"{sub}/{n}" in files for n in c)), choices[0])
+            patterns += _present_or_first(sub, chosen, files)
         return patterns
-    weights = [*GUIDE_SAFETENSORS, GUIDE_PICKLE]
-    return ["config.json", next((w for w in weights if w in files), weights[0])]
+    for choice in ([*weight_names("diffusion_pytorch_model", None)], weight_names("diffusion_pytorch_model", "fp16"),
+                   [GUIDE_PICKLE]):
+        present = _present_or_first("", choice, files)
+        if any(p in files for p in present):
+            return ["config.json", *present]
+    return ["config.json", GUIDE_SAFETENSORS[0]]
+
+
+def weight_names(stem: str, variant: str | None) -> list[str]:
+    """One weights format's file names: the single file, else a sharded set (index + ``*-of-*`` shards)."""
+    if variant:
+        return [f"{stem}.{variant}.safetensors", f"{stem}.safetensors.index.{variant}.json"]
+    return [f"{stem}.safetensors", f"{stem}.safetensors.index.json"]
+
+
+def _present_or_first(sub: str, names: list[str], files: set[str]) -> list[str]:
+    """The patterns for the first of ``names`` in ``files`` (a shard index brings its shards)."""
+    prefix = f"{sub}/" if sub else ""
+    for name in names:
+        if prefix + name in files:
+            if name.endswith(".json"):  # diffusers: stem[.variant]-00001-of-00002.safetensors
+                stem, _, rest = name.partition(".safetensors.index")
+                variant = rest.removesuffix(".json").strip(".")
+                return [prefix + name, f"{prefix}{stem}-*-of-*.safetensors" if not variant
+                        else f"{prefix}{stem}.{variant}-*-of-*.safetensors"]
+            return [prefix + name]
+    return [prefix + names[0]]
 
 
 def _weight_file(folder: Path, stem: str, variant: str | None) -> Path | None:
-    names = [f"{stem}.{variant}.safetensors"] if variant else []
-    names += [f"{stem}.safetensors", f"{stem}.fp16.safetensors", f"{stem}.bin"]
+    """The weights a loader reads in ``folder``: one file, or the index of a sharded set whose shards are all there."""
+    names = weight_names(stem, variant) if variant else []
+    names += [*weight_names(stem, None), *weight_names(stem, "fp16"), f"{stem}.bin", f"{stem}.bin.index.json"]
+    if stem == "model":  # transformers' names of a text encoder's pickle
+        names += ["pytorch_model.bin", "pytorch_model.bin.index.json"]
     for name in names:
-        if (folder / name).is_file():
-            return folder / name
+        path = folder / name
+        if path.is_file() and (not name.endswith(".json") or not _missing_shards(path)):
+            return path
     return None
+
+
+def _missing_shards(index: Path) -> list[str]:
+    """Shards a sharded set's index names that are not beside it (all of them when the index is unreadable)."""
+    try:
+        shards = set(json.loads(index.read_text())["weight_map"].values())
+    except (OSError, ValueError, KeyError, AttributeError) as exc:
+        return [f"{index.name} ({exc})"]
+    return sorted(s for s in shards if not (index.parent / s).is_file())
 
 
 def missing_base_files(base_dir: Path, variant: str | None) -> list[str]:
     """Files a base model folder lacks (empty when complete)."""
+    if is_single_file(base_dir):
+        return []
     missing = [] if (base_dir / "scheduler/scheduler_config.json").is_file() else ["scheduler/scheduler_config.json"]
     tokenizer = base_dir / "tokenizer"
     if not ((tokenizer / "tokenizer.json").is_file() or (tokenizer / "vocab.json").is_file()):
@@ -84,14 +128,24 @@ def missing_base_files(base_dir: Path, variant: str | None) -> list[str]:
         if not (base_dir / sub / "config.json").is_file():
             missing.append(f"{sub}/config.json")
         if _weight_file(base_dir / sub, stem, variant) is None:
-            missing.append(f"{sub}/{stem}[.{variant}].safetensors" if variant else f"{sub}/{stem}.safetensors")
+            missing.append(_missing_weights(base_dir / sub, stem, variant))
     return missing
 
 
+def _missing_weights(folder: Path, stem: str, variant: str | None) -> str:
+    for index in sorted(folder.glob("*.index*.json")):
+        if _missing_shards(index):
+            return f"{folder.name}/ shards of {index.name}: {', '.join(_missing_shards(index)[:3])}"
+    name = f"{stem}[.{variant}].safetensors" if variant else f"{stem}.safetensors"
+    return f"{folder.name}/{name}"
+
+
 def missing_guide_files(guide_dir: Path) -> list[str]:
+    if is_single_file(guide_dir):
+        return []
     missing = [] if (guide_dir / "config.json").is_file() else ["config.json"]
     if _weight_file(guide_dir, "diffusion_pytorch_model", None) is None:
-        missing.append("diffusion_pytorch_model.safetensors")
+        missing.append(_missing_weights(guide_dir, "diffusion_pytorch_model", None).removeprefix(guide_dir.name + "/"))
     return missing
 
 
@@ -108,8 +162,8 @@ class ModelPaths:
 
     Args:
         model_set: the set these paths belong to.
-        base_dir: folder of the diffusers-format base model.
-        guide_dir: folder of the ControlNet.
+        base_dir: folder of the diffusers-format base model, or its single-file checkpoint.
+        guide_dir: folder of the ControlNet, or its single file.
         base_revision: commit hash (hub) or ``local-<content hash>``.
         guide_revision: commit hash (hub) or ``local-<content hash>``.
     """
@@ -176,9 +230,12 @@ def locate_one(model_set: ModelSet, role: str) -> tuple[Path, str]:
     revision = model_set.base_revision if role == "base" else model_set.guide_revision
     if is_local(ref):
         folder = Path(ref).expanduser().resolve()
-        if not folder.is_dir():
-            raise _missing_error(model_set, role, ref, str(folder), "no such directory")
-        found_revision = _local_revision(folder)
+        if folder.is_file() and not is_single_file(folder):
+            raise _missing_error(model_set, role, ref, str(folder),
+                                 f"a file, but not a checkpoint ({', '.join(SINGLE_FILE_SUFFIXES)})")
+        if not folder.exists():
+            raise _missing_error(model_set, role, ref, str(folder), "no such directory or file")
+        found_revision = file_revision(folder) if folder.is_file() else _local_revision(folder)
     else:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import (
@@ -419,8 +476,8 @@ def write_manifest(ref: str, folder: Path, hub: dict[str, dict], revision: str |
     """Record the hashes of the files in ``folder`` (hub's where known) for offline checks."""
     revision = revision or folder.name
     files = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = path.relative_to(folder).as_posix()
+    for path in [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.name if path == folder else path.relative_to(folder).as_posix()
         files[rel] = hub.get(rel) or {"sha256": file_sha256(path), "size": path.stat().st_size}
     target = manifest_path(ref, revision)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -429,7 +486,7 @@ def write_manifest(ref: str, folder: Path, hub: dict[str, dict], revision: str |
 
 
 def record_manifest(folder: Path) -> Path:
-    """Record the hashes of a local model folder, so that ``verify`` can check it later."""
+    """Record the hashes of a local model folder (or single-file checkpoint), so that ``verify`` can check it later."""
     folder = Path(folder).resolve()
     return write_manifest(str(folder), folder, {}, revision="local")
 

@@ -178,12 +178,10 @@ class DiffusionParts:
 
 
 def _variant(folder: Path, stem: str, variant: str | None) -> str | None:
-    if variant and (folder / f"{stem}.{variant}.safetensors").is_file():
-        return variant
-    plain = weight_path(folder, stem)
-    if plain is not None and ".fp16." in plain.name:
-        return "fp16"
-    return None
+    """The variant of the weights the loader will read in ``folder`` (a single file or a shard index)."""
+    found = weight_path(folder, stem, variant)
+    name = found.name if found is not None else ""
+    return next((v for v in (variant, "fp16") if v and f".{v}." in name), None)
 
 
 def load_parts(paths: ModelPaths, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> DiffusionParts:
@@ -191,7 +189,9 @@ def load_parts(paths: ModelPaths, *, device: str | torch.device = "cpu", dtype: 
 
     Args:
         paths: where the base and guide are; hub snapshots and local
-            directories go through this same code.
+            directories go through this same code; a single-file base or
+            guide is converted on the fly with SD 1.5's configs shipped in
+            the package (:mod:`facefix.modelsets.single_file`), offline.
         device: where to put the modules.
         dtype: their dtype (fp16 on GPU, fp32 on CPU).
 
@@ -221,30 +221,45 @@ def _quiet_loaders():
                 mod.enable_progress_bar()
 
 
-def _load_parts(paths: ModelPaths, base: Path, variant, dtype) -> DiffusionParts:
-    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+def _load_folder_base(base: Path, variant, dtype):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    tokenizer = CLIPTokenizer.from_pretrained(base / "tokenizer")
+    text_encoder = CLIPTextModel.from_pretrained(
+        base / "text_encoder", variant=_variant(base / "text_encoder", "model", variant), dtype=dtype
+    )
+    unet = UNet2DConditionModel.from_pretrained(
+        base, subfolder="unet", variant=_variant(base / "unet", "diffusion_pytorch_model", variant), torch_dtype=dtype
+    )
+    vae = AutoencoderKL.from_pretrained(
+        base, subfolder="vae", variant=_variant(base / "vae", "diffusion_pytorch_model", variant), torch_dtype=dtype
+    )
+    scheduler_config = json.loads((base / "scheduler" / "scheduler_config.json").read_text())
+    return unet, vae, text_encoder, tokenizer, scheduler_config
+
+
+def _load_folder_guide(guide_dir: Path, dtype):
+    from diffusers import ControlNetModel
+
+    guide_file = weight_path(guide_dir)
+    return ControlNetModel.from_pretrained(
+        guide_dir,
+        torch_dtype=dtype,
+        variant=_variant(guide_dir, "diffusion_pytorch_model", None),
+        use_safetensors=guide_file is not None and ".safetensors" in guide_file.name,
+    )
+
+
+def _load_parts(paths: ModelPaths, base: Path, variant, dtype) -> DiffusionParts:
+    from facefix.modelsets.single_file import is_single_file, load_single_file_base, load_single_file_guide
+
+    guide_dir = Path(paths.guide_dir)
     try:
-        tokenizer = CLIPTokenizer.from_pretrained(base / "tokenizer")
-        text_encoder = CLIPTextModel.from_pretrained(
-            base / "text_encoder", variant=_variant(base / "text_encoder", "model", variant), dtype=dtype
+        unet, vae, text_encoder, tokenizer, scheduler_config = (
+            load_single_file_base(base, dtype) if is_single_file(base) else _load_folder_base(base, variant, dtype)
         )
-        unet = UNet2DConditionModel.from_pretrained(
-            base, subfolder="unet", variant=_variant(base / "unet", "diffusion_pytorch_model", variant), torch_dtype=dtype
-        )
-        vae = AutoencoderKL.from_pretrained(
-            base, subfolder="vae", variant=_variant(base / "vae", "diffusion_pytorch_model", variant), torch_dtype=dtype
-        )
-        guide_dir = Path(paths.guide_dir)
-        guide_file = weight_path(guide_dir)
-        guide = ControlNetModel.from_pretrained(
-            guide_dir,
-            torch_dtype=dtype,
-            variant=_variant(guide_dir, "diffusion_pytorch_model", None),
-            use_safetensors=guide_file is not None and guide_file.suffix == ".safetensors",
-        )
-        scheduler_config = json.loads((base / "scheduler" / "scheduler_config.json").read_text())
+        guide = load_single_file_guide(guide_dir, dtype) if is_single_file(guide_dir) else _load_folder_guide(guide_dir, dtype)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelError(
             f"model set {paths.model_set.name!r} is present but could not be loaded from {base} and "

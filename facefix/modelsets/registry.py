@@ -2,7 +2,9 @@
 
 A model set is a base latent-diffusion model in diffusers format (UNet, VAE,
 text encoder, tokenizer, scheduler) plus a guide: a ControlNet fed with the
-pre-cleaned face. Each half is a Hugging Face hub id or a local directory.
+pre-cleaned face. Each half is a Hugging Face hub id, a local directory, or a
+local single-file checkpoint (``v1-5-pruned-emaonly.safetensors``,
+``control_v11f1e_sd15_tile.pth``: see :mod:`facefix.modelsets.single_file`).
 
 The default, ``sd15-tile``, is Stable Diffusion 1.5 with the v1.1 tile
 ControlNet, both alive on the hub in diffusers format (the paper's SD 2.1-base
@@ -38,6 +40,9 @@ CONDITIONS = ("image", "latent")
 #: The file naming a local model set's parts (see :func:`read_local_model_set`).
 MODEL_SET_FILE = "facefix-modelset.json"
 
+#: Suffixes of the single-file checkpoints people keep (A1111/ComfyUI, ControlNet 1.1).
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+
 
 @dataclass(frozen=True)
 class ModelSet:
@@ -45,8 +50,10 @@ class ModelSet:
 
     Args:
         name: short name shown to users and used in artifact kinds.
-        base: hub id or local directory of a diffusers-format base model.
-        guide: hub id or local directory of a diffusers ``ControlNetModel``.
+        base: hub id or local directory of a diffusers-format base model, or a
+            local SD 1.x single-file checkpoint.
+        guide: hub id or local directory of a diffusers ``ControlNetModel``, or a
+            local ControlNet single file.
         base_revision: hub branch, tag or commit of ``base``.
         guide_revision: hub branch, tag or commit of ``guide``.
         condition: what the guide is fed, ``image`` or ``latent`` (see :data:`CONDITIONS`).
@@ -103,8 +110,8 @@ DEFAULT_MODEL_SET = "sd15-tile"
 
 
 def is_local(ref: str) -> bool:
-    """True when ``ref`` names a local directory rather than a hub id."""
-    return ref.startswith((".", "/", "~")) or Path(ref).expanduser().is_dir()
+    """True when ``ref`` names a local directory or file rather than a hub id."""
+    return ref.startswith((".", "/", "~")) or Path(ref).expanduser().exists()
 
 
 def read_local_model_set(directory: Path) -> ModelSet:
@@ -122,9 +129,9 @@ def read_local_model_set(directory: Path) -> ModelSet:
     for part in ("base", "guide"):
         ref = fields[part]
         candidate = directory / ref
-        if candidate.is_dir():
+        if candidate.exists():
             fields[part] = str(candidate)
-        elif not (Path(ref).expanduser().is_dir() or "/" in ref):
+        elif not (Path(ref).expanduser().exists() or "/" in ref):
             raise ModelError(
                 f"model set directory {directory} has no {part} folder {candidate}; "
                 f"it needs base/ and guide/ (or name them in {MODEL_SET_FILE})"
@@ -175,15 +182,22 @@ def add_model_set(name: str, *, base: str, guide: str, variant: str | None = Non
                   description: str = "") -> ModelSet:
     """Save a model set under ``name`` so that ``--model-set NAME`` finds it (replacing one of that name).
 
-    Local folders are stored as absolute paths; hub ids as given (revision ``main``).
+    Local folders and single-file checkpoints are stored as absolute paths; hub ids as
+    given (revision ``main``).
 
     Raises:
-        UsageError: a bad name, or the name of a registered set.
+        UsageError: a bad name, the name of a registered set, or a local file that is
+            no checkpoint.
     """
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", name):
         raise UsageError(f"model set name {name!r}: use letters, digits, '.', '_', '+' and '-' (at most 64)")
     if name in REGISTRY:
         raise UsageError(f"{name!r} is a registered model set; give yours another name")
+    for role, value in (("--base", base), ("--guide", guide)):
+        path = Path(value).expanduser()
+        if path.is_file() and path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
+            raise UsageError(f"{role} {value}: a file must be a checkpoint ({', '.join(SINGLE_FILE_SUFFIXES)}); "
+                             "or name a diffusers folder or a hub id")
 
     def ref(value: str) -> str:
         return str(Path(value).expanduser().resolve()) if is_local(value) else value

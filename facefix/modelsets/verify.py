@@ -71,7 +71,8 @@ def _check_file(path: Path, rel: str, expected: dict, source: str) -> FileCheck:
 
 
 def _verify_folder(ref: str, folder: Path, revision: str, online: bool, token: str | None) -> list[FileCheck]:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+    """Check each file of ``folder`` (or ``folder`` itself, a single-file checkpoint)."""
+    files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file() or p.is_symlink())
     expected: dict[str, dict] = {}
     source = "manifest"
     if online and not is_local(ref) and not ref.startswith("converted:"):
@@ -91,7 +92,7 @@ def _verify_folder(ref: str, folder: Path, revision: str, online: bool, token: s
             expected = json.loads(manifest.read_text())["files"]
     checks = []
     for path in files:
-        rel = path.relative_to(folder).as_posix()
+        rel = path.name if path == folder else path.relative_to(folder).as_posix()
         if rel in expected:
             checks.append(_check_file(path, rel, expected[rel], source))
             continue

@@ -1,0 +1,191 @@
+"""Single-file checkpoints, as A1111 and ComfyUI users keep them, loaded offline.
+
+A base such as ``v1-5-pruned-emaonly.safetensors`` (or ``.ckpt``) holds the
+UNet, VAE and CLIP text encoder in the original (CompVis/LDM) key layout; a
+guide such as ``control_v11f1e_sd15_tile.pth`` holds a ControlNet in
+ControlNet's own layout. diffusers converts both (``from_single_file``), but
+fetches the configs and the tokenizer from the hub unless it is handed a
+local folder of them. facefix ships SD 1.5's in ``facefix/data/sd15``
+(architecture configs, the scheduler, the tile ControlNet's config and CLIP's
+tokenizer files) and always passes that folder with ``local_files_only=True``:
+nothing here touches the network.
+
+Only Stable Diffusion 1.x single files (and their fine-tunes) fit these
+configs; any other (SD 2.x, SDXL) is refused with a line saying so and what
+to do instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from facefix.errors import ModelError
+from facefix.modelsets.registry import SINGLE_FILE_SUFFIXES
+
+if TYPE_CHECKING:
+    import torch
+
+#: SD 1.5's diffusers configs and CLIP tokenizer, shipped in the package.
+SD15_CONFIG_DIR = Path(__file__).resolve().parents[1] / "data" / "sd15"
+#: The tile ControlNet's config inside :data:`SD15_CONFIG_DIR`.
+GUIDE_CONFIG_SUBFOLDER = "controlnet-tile"
+
+#: Key prefixes of each part in an original-layout base checkpoint.
+UNET_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "first_stage_model."
+TEXT_PREFIX = "cond_stage_model.transformer."
+GUIDE_PREFIX = "control_model."
+
+CONVERT_HELP = (
+    "convert it once with diffusers (StableDiffusionPipeline.from_single_file(FILE).save_pretrained(DIR), "
+    "where the hub is reachable) and name DIR with --base"
+)
+
+
+def is_single_file(ref: str | Path) -> bool:
+    """True when ``ref`` is a local checkpoint file rather than a folder or a hub id."""
+    path = Path(ref).expanduser()
+    return path.suffix.lower() in SINGLE_FILE_SUFFIXES and path.is_file()
+
+
+def file_revision(path: Path) -> str:
+    """A cheap fingerprint of a (multi-GB) checkpoint: its name and size."""
+    stat = Path(path).stat()
+    return "local-" + hashlib.sha256(f"{Path(path).name}\n{stat.st_size}".encode()).hexdigest()[:16]
+
+
+def read_checkpoint(path: Path, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The tensors of ``path`` whose keys start with one of ``prefixes`` (``()``: all).
+
+    safetensors files are read key by key (only the part asked for is in
+    memory); pickles (``.ckpt``/``.pth``) with ``torch.load(weights_only=True)``,
+    which refuses anything but tensors and plain containers.
+
+    Raises:
+        ModelError: the file is unreadable or not a checkpoint.
+    """
+    import torch
+    from diffusers.models.model_loading_utils import load_state_dict
+    from safetensors import SafetensorError, safe_open
+
+    def wanted(key: str) -> bool:
+        return not prefixes or key.startswith(prefixes)
+
+    try:
+        if path.suffix.lower() == ".safetensors":
+            with safe_open(str(path), framework="pt") as handle:
+                return {k: handle.get_tensor(k) for k in handle.keys() if wanted(k)}  # noqa: SIM118 (not a dict)
+        state = load_state_dict(str(path))
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        raise ModelError(f"{path}: not a readable checkpoint ({exc}); check the file (it may be cut short)") from exc
+    while "state_dict" in state:  # Lightning-style .ckpt files wrap the weights
+        state = state["state_dict"]
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and wanted(k)}
+
+
+def _check_loaded(module: torch.nn.Module, path: Path, what: str) -> None:
+    """diffusers leaves a weight the file lacks on the meta device; refuse that instead of using it."""
+    empty = [n for n, p in [*module.named_parameters(), *module.named_buffers()] if p.is_meta]
+    if empty:
+        raise ModelError(
+            f"{path}: has no weights for the {what}'s {', '.join(empty[:3])}"
+            f"{f' and {len(empty) - 3} more' if len(empty) > 3 else ''}: it is not a Stable Diffusion 1.x "
+            f"single-file checkpoint; {CONVERT_HELP}"
+        )
+
+
+def _not_sd15(path: Path, what: str, exc: BaseException) -> ModelError:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return ModelError(
+        f"{path}: its {what} does not fit Stable Diffusion 1.5's architecture ({first[:300]}); only SD 1.x "
+        f"single files are read offline (SD 2.x and SDXL need their own configs): {CONVERT_HELP}"
+    )
+
+
+def load_single_file_base(path: Path, dtype: torch.dtype, config_dir: Path | None = None):
+    """UNet, VAE, text encoder, tokenizer and scheduler config of an original-layout base checkpoint.
+
+    Args:
+        path: the ``.safetensors``/``.ckpt`` file.
+        dtype: parameter dtype.
+        config_dir: a diffusers pipeline folder without weights (``unet/``,
+            ``vae/``, ``text_encoder/`` configs, ``tokenizer/``, ``scheduler/``);
+            default :data:`SD15_CONFIG_DIR`.
+
+    Returns:
+        ``(unet, vae, text_encoder, tokenizer, scheduler_config)``.
+
+    Raises:
+        ModelError: unreadable, or not an SD 1.x checkpoint (one line with the fix).
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    config_dir = Path(config_dir or SD15_CONFIG_DIR)
+    path = Path(path)
+    modules = {}
+    for what, cls, prefix, subfolder in (
+        ("UNet", UNet2DConditionModel, UNET_PREFIX, "unet"),
+        ("VAE", AutoencoderKL, VAE_PREFIX, "vae"),
+    ):
+        checkpoint = read_checkpoint(path, (prefix,))
+        if not checkpoint:
+            raise ModelError(f"{path}: no {what} weights (no keys under {prefix!r}): it is not a Stable "
+                             f"Diffusion 1.x single-file checkpoint; {CONVERT_HELP}")
+        try:
+            module = cls.from_single_file(checkpoint, config=str(config_dir), subfolder=subfolder,
+                                          local_files_only=True, torch_dtype=dtype)
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise _not_sd15(path, what, exc) from exc
+        _check_loaded(module, path, what)
+        modules[subfolder] = module
+        del checkpoint
+    checkpoint = read_checkpoint(path, (TEXT_PREFIX,))
+    if not checkpoint:
+        raise ModelError(f"{path}: no text encoder weights (no keys under {TEXT_PREFIX!r}): it is not a Stable "
+                         f"Diffusion 1.x single-file checkpoint; {CONVERT_HELP}")
+    try:
+        text_encoder = create_diffusers_clip_model_from_ldm(
+            CLIPTextModel, checkpoint, subfolder="text_encoder", config=str(config_dir), torch_dtype=dtype,
+            local_files_only=True,
+        )
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise _not_sd15(path, "text encoder", exc) from exc
+    _check_loaded(text_encoder, path, "text encoder")
+    tokenizer = CLIPTokenizer.from_pretrained(config_dir / "tokenizer", local_files_only=True)
+    scheduler_config = json.loads((config_dir / "scheduler" / "scheduler_config.json").read_text())
+    return modules["unet"], modules["vae"], text_encoder, tokenizer, scheduler_config
+
+
+def load_single_file_guide(path: Path, dtype: torch.dtype, config_dir: Path | None = None):
+    """A ControlNet from its original single file (``control_v11f1e_sd15_tile.pth`` / ``.safetensors``).
+
+    Args:
+        path: the file; keys with or without the ``control_model.`` prefix.
+        dtype: parameter dtype.
+        config_dir: folder holding the guide's ``config.json`` in ``controlnet-tile/``;
+            default :data:`SD15_CONFIG_DIR` (the SD 1.5 tile ControlNet's, which every
+            SD 1.5 ControlNet 1.1 shares but for the task it was trained on).
+
+    Raises:
+        ModelError: unreadable, or not an SD 1.x ControlNet (one line with the fix).
+    """
+    from diffusers import ControlNetModel
+
+    config_dir = Path(config_dir or SD15_CONFIG_DIR)
+    path = Path(path)
+    checkpoint = read_checkpoint(path, ())
+    if not any(k.startswith((GUIDE_PREFIX, "input_hint_block.", "controlnet_cond_embedding.")) for k in checkpoint):
+        raise ModelError(f"{path}: not a ControlNet single file (no {GUIDE_PREFIX!r} or 'input_hint_block.' "
+                         "keys); name a ControlNet checkpoint or a diffusers ControlNet folder with --guide")
+    try:
+        guide = ControlNetModel.from_single_file(checkpoint, config=str(config_dir), subfolder=GUIDE_CONFIG_SUBFOLDER,
+                                                 local_files_only=True, torch_dtype=dtype)
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise _not_sd15(path, "ControlNet", exc) from exc
+    _check_loaded(guide, path, "ControlNet")
+    return guide
