@@ -163,6 +163,38 @@ def test_single_file_checkpoints_load_offline_with_no_network(tiny_set, single_f
     assert no_network == []
 
 
+def test_ckpt_pickles_and_training_checkpoints_with_ema(tiny_set, single_files, tiny_configs, tmp_path, no_network):
+    """v1-5-pruned-emaonly.ckpt (a Lightning pickle, weights under "state_dict") and v1-5-pruned.ckpt (the
+    training weights plus their EMA copy under flattened ``model_ema.`` keys: the EMA ones are used)."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(single_files["base"]))
+    reference = load_parts(locate(resolve_model_set(str(tiny_set))))
+    torch.save({"state_dict": state, "global_step": 470000, "epoch": 6}, tmp_path / "emaonly.ckpt")
+    unet, vae, text, tokenizer, _ = single_file.load_single_file_base(tmp_path / "emaonly.ckpt", torch.float32)
+    for ours, theirs in ((unet, reference.unet), (vae, reference.vae), (text, reference.text_encoder)):
+        _same_weights(ours, theirs)
+    training = {k: torch.zeros_like(v) if k.startswith("model.diffusion_model.") else v for k, v in state.items()}
+    training |= {"model_ema." + "".join(k.split(".")[1:]): v for k, v in state.items() if k.startswith("model.diffusion_model.")}
+    training |= {"model_ema.decay": torch.tensor(0.9999), "model_ema.num_updates": torch.tensor(1000)}
+    torch.save({"state_dict": training}, tmp_path / "pruned.ckpt")
+    _same_weights(single_file.load_single_file_base(tmp_path / "pruned.ckpt", torch.float32)[0], reference.unet)
+    assert no_network == []
+
+
+def test_a_single_files_revision_tells_fine_tunes_of_one_size_apart(single_files, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(single_files["base"]))
+    tuned = tmp_path / "fine-tune.safetensors"  # every UNet weight moved a little, as a fine-tune moves them
+    save_file({k: v + 1e-3 if k.startswith("model.diffusion_model.") else v for k, v in state.items()}, str(tuned))
+    assert tuned.stat().st_size == single_files["base"].stat().st_size
+    renamed = tmp_path / "renamed.safetensors"
+    shutil.copy(single_files["base"], renamed)
+    assert single_file.file_revision(renamed) == single_file.file_revision(single_files["base"])
+    assert single_file.file_revision(tuned) != single_file.file_revision(single_files["base"])
+
+
 def test_a_tiny_file_meets_the_shipped_sd15_configs_by_default(single_files, no_network):
     """Without the tests' tiny configs the loader reads SD 1.5's from the package (offline) and refuses a
     checkpoint of another architecture in one line naming the file and the fix."""

@@ -37,6 +37,8 @@ GUIDE_CONFIG_SUBFOLDER = "controlnet-tile"
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 TEXT_PREFIX = "cond_stage_model.transformer."
+#: The UNet's EMA copy in a training checkpoint (``model_ema.diffusion_modelinput_blocks00weight``).
+EMA_PREFIX = "model_ema."
 GUIDE_PREFIX = "control_model."
 
 CONVERT_HELP = (
@@ -51,10 +53,20 @@ def is_single_file(ref: str | Path) -> bool:
     return path.suffix.lower() in SINGLE_FILE_SUFFIXES and path.is_file()
 
 
-def file_revision(path: Path) -> str:
-    """A cheap fingerprint of a (multi-GB) checkpoint: its name and size."""
-    stat = Path(path).stat()
-    return "local-" + hashlib.sha256(f"{Path(path).name}\n{stat.st_size}".encode()).hexdigest()[:16]
+def file_revision(path: Path, samples: int = 16, chunk: int = 1 << 16) -> str:
+    """A fingerprint of a (multi-GB) checkpoint read in a second: its size and ``samples`` evenly spaced chunks.
+
+    Fine-tunes of one architecture have the same size and layout, so the size
+    alone would let adapters tuned on one be used on another; sampled weights
+    tell them apart. The name is left out: a renamed file is the same model.
+    """
+    size = Path(path).stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as handle:
+        for i in range(samples):
+            handle.seek(max(0, (size - chunk) * i // max(1, samples - 1)))
+            digest.update(handle.read(chunk))
+    return "local-" + digest.hexdigest()[:16]
 
 
 def read_checkpoint(path: Path, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -97,6 +109,21 @@ def _check_loaded(module: torch.nn.Module, path: Path, what: str) -> None:
         )
 
 
+def _convert(cls, checkpoint: dict, config_dir: Path, subfolder: str, dtype, path: Path, what: str, **extra):
+    """``cls.from_single_file`` with the local config folder, offline, checked for weights the file lacked."""
+    import torch
+
+    try:
+        module = cls.from_single_file(checkpoint, config=str(config_dir), subfolder=subfolder, local_files_only=True,
+                                      **extra)
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise _not_sd15(path, what, exc) from exc
+    _check_loaded(module, path, what)
+    # torch's own cast: diffusers' ModelMixin.to warns about fp32 modules on every dtype cast even when
+    # there are none ("should be kept in float32: []"), once per part and load.
+    return torch.nn.Module.to(module, dtype=dtype)
+
+
 def _not_sd15(path: Path, what: str, exc: BaseException) -> ModelError:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return ModelError(
@@ -128,21 +155,18 @@ def load_single_file_base(path: Path, dtype: torch.dtype, config_dir: Path | Non
     config_dir = Path(config_dir or SD15_CONFIG_DIR)
     path = Path(path)
     modules = {}
-    for what, cls, prefix, subfolder in (
-        ("UNet", UNet2DConditionModel, UNET_PREFIX, "unet"),
-        ("VAE", AutoencoderKL, VAE_PREFIX, "vae"),
+    for what, cls, prefixes, subfolder in (
+        ("UNet", UNet2DConditionModel, (UNET_PREFIX, EMA_PREFIX), "unet"),
+        ("VAE", AutoencoderKL, (VAE_PREFIX,), "vae"),
     ):
-        checkpoint = read_checkpoint(path, (prefix,))
-        if not checkpoint:
-            raise ModelError(f"{path}: no {what} weights (no keys under {prefix!r}): it is not a Stable "
+        checkpoint = read_checkpoint(path, prefixes)
+        if not any(k.startswith(prefixes[0]) for k in checkpoint):
+            raise ModelError(f"{path}: no {what} weights (no keys under {prefixes[0]!r}): it is not a Stable "
                              f"Diffusion 1.x single-file checkpoint; {CONVERT_HELP}")
-        try:
-            module = cls.from_single_file(checkpoint, config=str(config_dir), subfolder=subfolder,
-                                          local_files_only=True, torch_dtype=dtype)
-        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
-            raise _not_sd15(path, what, exc) from exc
-        _check_loaded(module, path, what)
-        modules[subfolder] = module
+        # A training checkpoint (v1-5-pruned.ckpt) holds both: the EMA weights are the ones made for sampling,
+        # and the ones the diffusers release and v1-5-pruned-emaonly hold.
+        ema = sum(k.startswith(EMA_PREFIX) for k in checkpoint) > 100
+        modules[subfolder] = _convert(cls, checkpoint, config_dir, subfolder, dtype, path, what, extract_ema=ema)
         del checkpoint
     checkpoint = read_checkpoint(path, (TEXT_PREFIX,))
     if not checkpoint:
@@ -182,10 +206,4 @@ def load_single_file_guide(path: Path, dtype: torch.dtype, config_dir: Path | No
     if not any(k.startswith((GUIDE_PREFIX, "input_hint_block.", "controlnet_cond_embedding.")) for k in checkpoint):
         raise ModelError(f"{path}: not a ControlNet single file (no {GUIDE_PREFIX!r} or 'input_hint_block.' "
                          "keys); name a ControlNet checkpoint or a diffusers ControlNet folder with --guide")
-    try:
-        guide = ControlNetModel.from_single_file(checkpoint, config=str(config_dir), subfolder=GUIDE_CONFIG_SUBFOLDER,
-                                                 local_files_only=True, torch_dtype=dtype)
-    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise _not_sd15(path, "ControlNet", exc) from exc
-    _check_loaded(guide, path, "ControlNet")
-    return guide
+    return _convert(ControlNetModel, checkpoint, config_dir, GUIDE_CONFIG_SUBFOLDER, dtype, path, "ControlNet")
