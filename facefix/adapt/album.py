@@ -23,6 +23,7 @@ import numpy as np
 
 from facefix.common import paths
 from facefix.errors import FacefixError, ModelError, UsageError
+from facefix.faces.types import Face
 from facefix.profiles import GenericStore, ProfileStore, validate_name
 from facefix.profiles.adapted import AdaptedStore
 
@@ -38,11 +39,14 @@ def pseudo_target_cache() -> Path:
 
 @dataclass(frozen=True, eq=False)
 class AlbumFace:
-    """One face of the album: where it is, whose it is, its aligned crop (uint8 512x512)."""
+    """One face of the album: where it is, whose it is, the detection (landmarks, size, embedding), the
+    photo's JPEG quality (None: not a JPEG), its aligned crop (uint8 512x512)."""
 
     source: Path
     index: int
     person: str | None
+    face: Face = field(repr=False)
+    jpeg_quality: int | None
     crop: np.ndarray = field(repr=False)
 
 
@@ -73,7 +77,8 @@ def collect_album_faces(photos: Sequence[Path], analyzer, gallery, *, person: st
         if max_faces is not None and len(faces) >= max_faces:
             break
         try:
-            rgb8 = read_photo(path).rgb8()
+            photo = read_photo(path)
+            rgb8 = photo.rgb8()
             found = analyzer.detect(rgb8, embed=True)
         except (FacefixError, OSError) as exc:
             skipped.append((path, f"unreadable: {exc}"))
@@ -89,7 +94,7 @@ def collect_album_faces(photos: Sequence[Path], analyzer, gallery, *, person: st
             if person != "auto" and not (match.person == person and match.reason == "requested"):
                 continue
             crop = warp_face(rgb8, estimate_alignment(face.landmarks, CROP_SIZE))
-            faces.append(AlbumFace(path, i, match.person, np.ascontiguousarray(crop, dtype=np.uint8)))
+            faces.append(AlbumFace(path, i, match.person, face, photo.meta.jpeg_quality, np.ascontiguousarray(crop, dtype=np.uint8)))
             kept += 1
             if max_faces is not None and len(faces) >= max_faces:
                 break
@@ -97,6 +102,17 @@ def collect_album_faces(photos: Sequence[Path], analyzer, gallery, *, person: st
             skipped.append((path, "no face found" if not found else
                             ("no face of " + person if person != "auto" else f"faces under --min-face {min_face:g}")))
     return faces, skipped
+
+
+def people_among(faces: Sequence[AlbumFace], gallery, line: float) -> set[str]:
+    """The enrolled people these faces may show: each face's matched person, and anyone whose score for a
+    face reaches ``line`` (looser than matching's, so a record of whose faces a model learned from errs
+    towards naming too many: forgetting someone must not miss a face that matching left unassigned)."""
+    found = {f.person for f in faces if f.person is not None}
+    for f in faces:
+        if f.face.embedding is not None:
+            found |= {name for name, score in gallery.scores(f.face.embedding).items() if score >= line}
+    return found
 
 
 @dataclass
@@ -276,7 +292,19 @@ def adapt_album(
         "loss_before": round(loss_before, 6),
         "loss_after": round(loss_after, 6),
     }
-    adapted.commit(name, result.tensors, {**result.settings, "name": name, "adaptation": adaptation})
+    # Whose photos it learned from: the album's (its faces matched against the people enrolled now), and
+    # through its start, what that model learned from.
+    from facefix.common.files import file_sha256
+    from facefix.profiles.provenance import KEY as PROVENANCE
+    from facefix.profiles.provenance import Provenance
+
+    sources = sorted({f.source for f in faces})
+    record = Provenance.of(people_among(faces, gallery, analyzer.outlier_similarity), photos=map(file_sha256, sources),
+                           folders=[adaptation["album"]], matched=gallery.people)
+    start_record = Provenance.from_settings(settings)
+    record = None if start_record is None else record.fine_tuned_from(start_record, start.name)
+    adapted.commit(name, result.tensors, {**result.settings, "name": name, "adaptation": adaptation,
+                                          PROVENANCE: None if record is None else record.to_settings()})
     return AdaptResult(name, len(faces), skipped, made.made, made.reused, 0, result.interrupted, result.steps,
                        float(result.settings["training"]["seconds"]), loss_before, loss_after, start.name)
 

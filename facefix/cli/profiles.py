@@ -94,7 +94,7 @@ def rm(
     name: NameArg,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
 ) -> None:
-    """Delete a person's profile (references, embeddings, restorers) and the generic model if it learned from them."""
+    """Delete a person's profile and every model that learned from their photos (each listed with how to rebuild it)."""
     store = ProfileStore()
     profile = store.load(name)
     if not yes:
@@ -111,16 +111,10 @@ def rm(
 
     removal = remove_person(profile.name, store=store)
     err.print(f"removed profile {escape(repr(profile.name))}", highlight=False)
-    if removal.generic_removed:
-        err.print(f"removed the generic model too ({escape(removal.generic_reason or '')}); faces that match nobody "
-                  "get the classical restorer until the next 'facefix enroll' retrains it", highlight=False)
-    for adapted in removal.adapted_removed:
-        err.print(f"removed adapted restorer {escape(repr(adapted))} (made from {escape(profile.name)}'s model)",
-                  highlight=False)
-    if removal.adapted_from_generic:
-        names = ", ".join(map(repr, removal.adapted_from_generic))
-        err.print(f"kept adapted restorers {escape(names)}: they started from a generic model that may have learned "
-                  f"from {escape(profile.name)}; remove them with 'facefix adapted rm NAME'", highlight=False)
+    for f in removal.forgotten:
+        err.print(f"{escape(f.what)}: removed, {escape(f.reason)}; {escape(f.rebuild)}", highlight=False)
+    for what, why in removal.unchecked:
+        err.print(f"[yellow]could not check {escape(what)}[/yellow] ({escape(why)}); kept", highlight=False)
 
 
 @profiles_app.command("rename")

@@ -36,7 +36,10 @@ from facefix.common.devices import inference_dtype, resolve_device
 from facefix.errors import ProfileError
 from facefix.profiles import GenericStore, ProfileStore
 from facefix.profiles.kinds import FAST_KIND
+from facefix.profiles.provenance import KEY as PROVENANCE
+from facefix.profiles.provenance import Provenance
 from facefix.providers.fast import FastRestorers
+from facefix.restorers.fast import FastRestorer
 
 log = logging.getLogger(__name__)
 
@@ -97,25 +100,30 @@ def dual_pivot_config(
     return config
 
 
+def other_people_pool(store: ProfileStore, name: str, limit: int, seed: int = 0) -> list[tuple[str, int]]:
+    """Which references :func:`other_people_faces` takes: ``(person, index)``, a seeded subset of at most ``limit``."""
+    pool: list[tuple[str, int]] = []
+    for other in store.names():
+        if other != name:
+            pool += [(other, i) for i in range(len(store.load(other).references))]
+    if not pool or limit <= 0:
+        return []
+    if len(pool) > limit:
+        rng = np.random.default_rng(seed)
+        pool = [pool[i] for i in sorted(rng.choice(len(pool), limit, replace=False))]
+    return pool
+
+
 def other_people_faces(store: ProfileStore, name: str, limit: int, seed: int = 0) -> np.ndarray:
     """Up to ``limit`` aligned references of everyone enrolled except ``name``, float32 [0, 1].
 
     A random (seeded, so resumable) subset when there are more, spread over
     all people rather than the first few.
     """
-    pool: list[tuple[str, int]] = []
-    profiles = {}
-    for other in store.names():
-        if other == name:
-            continue
-        profile = store.load(other)
-        profiles[other] = profile
-        pool += [(other, i) for i in range(len(profile.references))]
-    if not pool or limit <= 0:
+    pool = other_people_pool(store, name, limit, seed)
+    if not pool:
         return np.zeros((0, 512, 512, 3), np.float32)
-    if len(pool) > limit:
-        rng = np.random.default_rng(seed)
-        pool = [pool[i] for i in sorted(rng.choice(len(pool), limit, replace=False))]
+    profiles = {other: store.load(other) for other in dict.fromkeys(p for p, _ in pool)}
     out = []
     for other in dict.fromkeys(p for p, _ in pool):
         crops = store.load_crops(profiles[other])
@@ -263,7 +271,19 @@ def tune_person(
         return TuneResult(model_set.name, (), 0, steps.get("stage1", 0), steps.get("stage2", 0), None, None,
                           time.monotonic() - started, True)
 
-    # 5. Commit both adapters at once: a profile never has a guide without its UNet LoRA.
+    # 5. Commit both adapters at once: a profile never has a guide without its UNet LoRA. Each records whose
+    # photos it learned from: stage 1 the person's; stage 2 also the other people whose references were its
+    # generic faces, the generic folder's unknown faces and, through its pre-cleaner, the generic fast model's.
+    stage1_record = Provenance.of([name])
+    seen = {p for p, _ in other_people_pool(store, name, config.generic_faces)}
+    stage2_record = Provenance.of([name, *seen], folders=[] if generic_folder is None else [str(Path(generic_folder).resolve())],
+                                  matched=() if generic_folder is None else None)
+    # A weight-free (classical) pre-cleaner learned from nobody.
+    start = Provenance.from_settings(precleaner.settings) if isinstance(precleaner, FastRestorer) else Provenance()
+    stage2_record = None if start is None else stage2_record.fine_tuned_from(start, "the generic fast model (its pre-cleaner)")
+    records = {unet_lora_kind(model_set.key): stage1_record.to_settings(),
+               guide_kind(model_set.key): None if stage2_record is None else stage2_record.to_settings()}
+    artifacts = {kind: (tensors, {**settings, PROVENANCE: records[kind]}) for kind, (tensors, settings) in artifacts.items()}
     with store.edit(name, create=False) as editor:
         saved = [editor.save_artifact(kind, tensors, settings) for kind, (tensors, settings) in artifacts.items()]
     size = sum((profile.path / art.file).stat().st_size for art in saved)

@@ -17,6 +17,8 @@ import numpy as np
 from facefix.common.devices import resolve_device
 from facefix.profiles import GenericStore, ProfileStore
 from facefix.profiles.kinds import FAST_KIND
+from facefix.profiles.provenance import KEY as PROVENANCE
+from facefix.profiles.provenance import Provenance
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +125,16 @@ def train_person(
                             lr=(train_config or TrainConfig()).lr_scratch)
         # An interrupted generic model is kept (usable) but not marked up to
         # date, so the next run resumes it.
+        # Whose photos it learned from: everyone enrolled now, and what the weights it went on from had learned
+        # (earlier people, a library's photos: facefix learn).
+        record = Provenance.of(store.names())
+        if current is not None:
+            start = Provenance.from_settings(current.settings)
+            record = record.fine_tuned_from(start, "the previous generic model") if start is not None else None
         settings = {**result.settings, "references_key": None if result.interrupted else key,
                     "references": len(ids),
-                    "people": store.names(), "name": "generic"}
+                    "people": store.names(), "name": "generic",
+                    PROVENANCE: None if record is None else record.to_settings()}
         generic.commit_artifact(FAST_KIND, result.tensors, settings)
         results.append(_summary("generic", result))
         generic_tensors = result.tensors
@@ -135,6 +144,8 @@ def train_person(
         generic_tensors, generic_settings = generic.load_artifact(FAST_KIND)
         if model_config is None:
             model_config = _shape_of(generic_settings)
+    else:
+        generic_settings = settings
     # 2. the person's model, fine-tuned from the generic one
     profile = store.load(name)
     if on_stage:
@@ -142,8 +153,11 @@ def train_person(
     result = train_fast(store.load_crops(profile), init=generic_tensors, budget_s=person_budget, seed=1,
                         checkpoint_dir=store.work_dir(name, FAST_KIND), resume=resume, on_step=on_step, max_steps=max_steps,
                         config=train_config, model_config=model_config, device=device)
+    # A person's model inherits its generic model's record: it holds what that model learned.
+    start = Provenance.from_settings(generic_settings)
+    record = None if start is None else Provenance.of([name]).fine_tuned_from(start, "a generic model")
     settings = {**result.settings, "references": [r.id for r in profile.references], "generic_key": key,
-                "name": name}
+                "name": name, PROVENANCE: None if record is None else record.to_settings()}
     store.commit_artifact(name, FAST_KIND, result.tensors, settings)
     results.append(_summary(name, result))
     return results

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -202,6 +203,19 @@ class ProfileEditor:
             raise ProfileError(f"{self._slot.label} has no reference {ref_id!r} (it has: {have})")
         self._refs = kept
         self._dirty = True
+
+    def remove_artifact(self, kind: str, *, scratch: str | None = None) -> None:
+        """Drop an artifact and its training scratch ``work/<scratch>`` (default: ``kind``; its resume
+        checkpoints hold the same weights); its file goes at the next commit's clean-up."""
+        self._check_open()
+        if kind not in self._artifacts:
+            have = ", ".join(sorted(self._artifacts)) or "none"
+            raise ProfileError(f"{self._slot.label} has no {kind!r} artifact (it has: {have})")
+        del self._artifacts[kind]
+        self._dirty = True
+        work = self._slot.path / "work" / validate_kind(scratch or kind)
+        if work.is_dir():
+            shutil.rmtree(work)
 
     def save_artifact(self, kind: str, tensors: Mapping[str, Any], settings: Mapping[str, Any]) -> Artifact:
         """Store trained weights under ``kind``, replacing any previous version at commit.

@@ -18,3 +18,21 @@ def unet_lora_kind(model_set_key: str) -> str:
 def guide_kind(model_set_key: str) -> str:
     """Dual-Pivot stage 2: the guide adapter tuned around the frozen personalized UNet, for one model set."""
     return f"diffusion/{model_set_key}/guide"
+
+
+def kind_label(kind: str) -> str:
+    """How messages name an artifact of this kind ("fast model", "diffusion guide (sd15-tile)")."""
+    if kind == FAST_KIND:
+        return "fast model"
+    parts = kind.split("/")
+    if len(parts) == 3 and parts[0] == "diffusion":
+        role = {"unet_lora": "diffusion generator", "guide": "diffusion guide"}.get(parts[2], f"diffusion {parts[2]}")
+        return f"{role} ({parts[1]})"
+    return f"{kind!r} artifact"
+
+
+def scratch_of(kind: str) -> str:
+    """The training scratch (``work/<scratch>``) that holds an artifact's resume checkpoints:
+    a diffusion adapter's is its model set's Dual-Pivot run, every other kind's its own."""
+    parts = kind.split("/")
+    return "/".join(parts[:2]) if len(parts) == 3 and parts[0] == "diffusion" else kind
