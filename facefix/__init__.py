@@ -10,9 +10,9 @@ that ``import facefix.errors`` or ``facefix --version`` stay light::
 __version__ = "0.1.0"
 
 _API = frozenset({
-    "AdaptCallbacks", "AdaptResult", "EnrollCallbacks", "EnrollOptions", "EnrollResult", "PlannedPhoto",
-    "RestoreOptions", "RestoreRequest", "RestoreSession", "RestoreSummary", "adapt", "enroll", "remove_person",
-    "restore_paths",
+    "AdaptCallbacks", "AdaptResult", "EnrollCallbacks", "EnrollOptions", "EnrollResult", "LearnCallbacks",
+    "LearnOptions", "LearnResult", "PlannedPhoto", "RestoreOptions", "RestoreRequest", "RestoreSession",
+    "RestoreSummary", "adapt", "enroll", "learn", "remove_person", "restore_paths",
 })
 
 

@@ -6,6 +6,7 @@
     summary = facefix.restore_paths([Path("old_photo.jpg")], output=Path("restored"),
                                     options=facefix.RestoreOptions(person="alice"))
     facefix.adapt(Path("album"), name="album-1970s")
+    facefix.learn(Path("~/Pictures"), facefix.LearnOptions(budget_minutes=20))
 
 Every request and option is a frozen dataclass carrying everything that
 changes an output; errors are :class:`facefix.errors.FacefixError` subclasses
@@ -18,6 +19,7 @@ from facefix.adapt.album import AdaptCallbacks, AdaptResult
 from facefix.adapt.album import adapt_album as adapt
 from facefix.enroll.api import EnrollCallbacks, EnrollOptions, EnrollResult, enroll
 from facefix.enroll.forget import remove_person
+from facefix.learn.api import LearnCallbacks, LearnOptions, LearnResult, learn
 from facefix.restore.api import (
     PlannedPhoto,
     RestoreRequest,
@@ -33,6 +35,9 @@ __all__ = [
     "EnrollCallbacks",
     "EnrollOptions",
     "EnrollResult",
+    "LearnCallbacks",
+    "LearnOptions",
+    "LearnResult",
     "PlannedPhoto",
     "RestoreOptions",
     "RestoreRequest",
@@ -40,6 +45,7 @@ __all__ = [
     "RestoreSummary",
     "adapt",
     "enroll",
+    "learn",
     "remove_person",
     "restore_paths",
 ]

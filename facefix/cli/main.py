@@ -40,6 +40,7 @@ def build_app() -> typer.Typer:
         enroll,
         evaluate,
         faces,
+        learn,
         models,
         profiles,
         restore,
@@ -61,6 +62,7 @@ def build_app() -> typer.Typer:
     app.command("enroll")(enroll.enroll_command)
     app.command("eval")(evaluate.eval_command)
     app.command("adapt")(adapt.adapt_command)
+    app.command("learn")(learn.learn_command)
     app.add_typer(profiles.profiles_app, name="profiles")
     app.add_typer(models.models_app, name="models")
     app.add_typer(adapt.adapted_app, name="adapted")
