@@ -23,6 +23,7 @@ from facefix.cli.common import (
     shown,
 )
 from facefix.cli.restore_output import print_nothing_found, print_plan, run_and_print
+from facefix.cluster.connect import CLUSTER_HELP
 from facefix.errors import UsageError
 from facefix.restore.api import (
     RestoreRequest,
@@ -72,6 +73,9 @@ def restore_command(
     device: DeviceOpt = "auto",
     devices: Annotated[str | None, typer.Option(
         "--devices", help="Spread restoration over these devices, one worker each: 'cuda:0,cuda:1'.")] = None,
+    cluster: Annotated[str | None, typer.Option("--cluster", metavar="ADDRESS", help=CLUSTER_HELP)] = None,
+    cluster_workers: Annotated[int | None, typer.Option(
+        "--cluster-workers", help="Workers on the cluster (default: one per GPU, else one per CPU).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo photos an earlier run already finished.")] = False,
     copy_unchanged: Annotated[bool, typer.Option(
         "--copy-unchanged",
@@ -94,6 +98,11 @@ def restore_command(
     """
     if review and output is None:
         raise UsageError("--review needs --output DIR: the page and its images are written there")
+    executor = None
+    if cluster is not None:  # before planning: without Ray, one line says how to get it (exit 2)
+        from facefix.cluster.executor import RayExecutor
+
+        executor = RayExecutor(cluster, workers=cluster_workers)
     if quiet:  # errors only: the log's notes and warnings too
         logging.getLogger("facefix").setLevel(logging.ERROR)
     request = RestoreRequest(
@@ -115,7 +124,7 @@ def restore_command(
             print_plan(session.plan(), json_out)
             return
         try:
-            run_and_print(session, quiet=quiet, json_out=json_out)
+            run_and_print(session, quiet=quiet, json_out=json_out, executor=executor)
         finally:
             if review:  # also after failures or Ctrl-C: the page shows what was done
                 from facefix.review import write_review

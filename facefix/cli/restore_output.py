@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from facefix.cli.common import debug_enabled, err, make_progress, out, shown
-from facefix.restore.api import PlannedPhoto, RestoreSession, RestoreSummary
+from facefix.restore.api import Executor, PlannedPhoto, RestoreSession, RestoreSummary
 from facefix.restore.plan import NotRead
 from facefix.restore.report import json_safe
 from facefix.restore.runner import Outcome
@@ -121,7 +121,7 @@ def print_end(summary: RestoreSummary, rows, *, quiet: bool, json_out: bool) -> 
             err.print("\n".join(shown(f) for f in summary.failures), highlight=False)
 
 
-def run_and_print(session: RestoreSession, *, quiet: bool, json_out: bool) -> None:
+def run_and_print(session: RestoreSession, *, quiet: bool, json_out: bool, executor: Executor | None = None) -> None:
     """Run the session with a progress bar, printing each photo's lines as it finishes, then the end."""
     total = len(session.jobs)
     rows: list = []
@@ -146,7 +146,7 @@ def run_and_print(session: RestoreSession, *, quiet: bool, json_out: bool) -> No
 
     try:
         with progress:
-            summary = session.run(on_outcome)
+            summary = session.run(on_outcome, executor=executor)
     except KeyboardInterrupt:
         err.print(f"[yellow]interrupted[/yellow] after {session.summary.photos_done} of {total} photos; finished "
                   "photos are kept and recorded — rerun the same command to do the rest", highlight=False)

@@ -29,7 +29,7 @@ from facefix.restore.pipeline import RestoreOptions
 from facefix.restore.plan import Job, NotRead, plan_inputs
 from facefix.restore.record import Decision, RunState, settings_key, sweep_partials
 from facefix.restore.report import REVIEW_MANIFEST, ReportWriter
-from facefix.restore.runner import Outcome, restored_faces
+from facefix.restore.runner import BatchRunner, Outcome, restored_faces
 
 #: The outcome counts a run reports (``skipped``: done by an earlier run with the same settings;
 #: ``not read``: a folder file that is not a photo facefix reads).
@@ -270,7 +270,18 @@ class RestoreSession:
             planned.append(PlannedPhoto(job, action, why))
         return planned
 
-    def run(self, on_outcome: Callable[[Outcome], None] | None = None) -> RestoreSummary:
+    @property
+    def store(self) -> ProfileStore:
+        """The enrolled people this session's settings key was made from."""
+        return self._store
+
+    @property
+    def generic(self) -> GenericStore:
+        """The generic model this session's settings key was made from."""
+        return self._generic
+
+    def run(self, on_outcome: Callable[[Outcome], None] | None = None, *,
+            executor: Executor | None = None) -> RestoreSummary:
         """Restore every planned photo; ``on_outcome`` hears of each as it finishes.
 
         ``self.summary`` is the run's :class:`RestoreSummary`, counted before
@@ -278,13 +289,11 @@ class RestoreSession:
         is recorded as ``failed`` and the run goes on. On Ctrl-C the finished
         photos stay written and recorded (a rerun does the rest) and
         ``KeyboardInterrupt`` propagates.
-        """
-        from facefix.faces import get_analyzer
-        from facefix.providers.adapted import AdaptedRestorers
-        from facefix.providers.choose import make_provider
-        from facefix.restore.matching import Gallery
-        from facefix.restore.runner import BatchRunner
 
+        ``executor``: who runs the jobs (default: :func:`load_runner`'s pipeline, here);
+        e.g. :class:`facefix.cluster.RayExecutor` on a Ray cluster. The report, the review
+        record and the summary are written here either way, as the outcomes come back.
+        """
         request = self.request
         summary = self.summary = RestoreSummary(total=len(self.jobs))
         if not self.jobs:
@@ -293,51 +302,71 @@ class RestoreSession:
             raise UsageError("this session was opened as a dry run; open it again to restore")
         # A killed earlier run may have left temp files beside its targets.
         sweep_partials([j.target for j in self.jobs])
-        # The long-lived parts, loaded once.
-        analyzer = get_analyzer(request.backend)
-        gallery = Gallery.from_store(self._store, analyzer)
-        providers = [make_provider(self.engine, store=self._store, generic=self._generic, device=d, tta=request.tta,
-                                   model_set=request.model_set, steps=request.steps, seed=request.seed,
-                                   low_vram=request.low_vram, references=request.references)
-                     for d in request.devices]
-        if request.restorer is not None:
-            # An album's adapted fast restorer serves its faces (all of them, or
-            # its person's); the chosen engine serves the rest.
-            providers = [AdaptedRestorers(request.restorer, fallback=p, device=d, tta=request.tta)
-                         for p, d in zip(providers, request.devices)]
-        writer = ReportWriter(request.report) if request.report is not None else None
-        # The review page's record of every run into this folder (``facefix review OUT``).
-        manifest = None
-        if request.output is not None:
-            manifest = ReportWriter(request.output / REVIEW_MANIFEST, append=True, what="the review record")
+        sinks: list[ReportWriter] = []
 
         def heard(outcome: Outcome) -> None:
             if outcome.status == "cancelled":
                 return
             summary.add(outcome)
-            if writer is not None:
-                writer.write(outcome)
-            if manifest is not None:
-                manifest.write(outcome)
+            for sink in sinks:
+                sink.write(outcome)
             if on_outcome is not None:
                 on_outcome(outcome)
 
-        runner = BatchRunner(analyzer=analyzer, gallery=gallery, providers=providers, options=request.options,
-                             on_outcome=heard, state=self._state, settings=self.settings, force=request.force,
-                             compare=request.compare, save_faces=request.save_faces,
-                             copy_unchanged=request.copy_unchanged)
+        # The long-lived parts, loaded once (an executor's workers load their own).
+        runner = None if executor is not None else load_runner(
+            request, self.engine, self.settings, state=self._state, store=self._store, generic=self._generic,
+            on_outcome=heard)
+        if request.report is not None:
+            sinks.append(ReportWriter(request.report))
+        # The review page's record of every run into this folder (``facefix review OUT``).
+        if request.output is not None:
+            sinks.append(ReportWriter(request.output / REVIEW_MANIFEST, append=True, what="the review record"))
         start = time.perf_counter()
         for item in self.not_read:  # reported first: they are known before any photo is read
             heard(Outcome(Job(item.path, item.path), "not read", why=item.why))
         try:
-            runner.run(self.jobs)
+            if runner is not None:
+                runner.run(self.jobs)
+            else:
+                executor(self, self._state, heard)
         finally:
             summary.seconds = time.perf_counter() - start
-            if writer is not None:
-                writer.close()
-            if manifest is not None:
-                manifest.close()
+            for sink in sinks:
+                sink.close()
         return summary
+
+
+#: Runs a session's jobs in place of the local pipeline: ``executor(session, record, heard)``
+#: calls ``heard`` once per job (in any order) and records each finished job in ``record``
+#: only after its files are in place, as :class:`~facefix.restore.runner.BatchRunner` does.
+Executor = Callable[[RestoreSession, RunState, Callable[[Outcome], None]], None]
+
+
+def load_runner(request: RestoreRequest, engine: str, settings: str, *, state: RunState | None,
+                store: ProfileStore, generic: GenericStore, on_outcome: Callable[[Outcome], None]) -> BatchRunner:
+    """The one-host pipeline for ``request``, its analyzer and restorers loaded: what a session
+    runs here, and what each worker of a cluster (:mod:`facefix.cluster`) runs on its photos."""
+    from facefix.faces import get_analyzer
+    from facefix.providers.adapted import AdaptedRestorers
+    from facefix.providers.choose import make_provider
+    from facefix.restore.matching import Gallery
+
+    analyzer = get_analyzer(request.backend)
+    gallery = Gallery.from_store(store, analyzer)
+    providers = [make_provider(engine, store=store, generic=generic, device=d, tta=request.tta,
+                               model_set=request.model_set, steps=request.steps, seed=request.seed,
+                               low_vram=request.low_vram, references=request.references)
+                 for d in request.devices]
+    if request.restorer is not None:
+        # An album's adapted fast restorer serves its faces (all of them, or
+        # its person's); the chosen engine serves the rest.
+        providers = [AdaptedRestorers(request.restorer, fallback=p, device=d, tta=request.tta)
+                     for p, d in zip(providers, request.devices)]
+    return BatchRunner(analyzer=analyzer, gallery=gallery, providers=providers, options=request.options,
+                       on_outcome=on_outcome, state=state, settings=settings, force=request.force,
+                       compare=request.compare, save_faces=request.save_faces,
+                       copy_unchanged=request.copy_unchanged)
 
 
 def restore_paths(request: RestoreRequest | Sequence[Path | str],

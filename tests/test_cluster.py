@@ -1,0 +1,164 @@
+"""``restore --cluster`` on a local Ray cluster (2 CPUs, started once for this file): the same files,
+report, record and exit status as a local run; a SIGKILLed driver leaves nothing partial and a rerun
+skips exactly what it recorded; without Ray, one line says how to get it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from clirun import facefix, using_env
+from helpers_enrolled import is_valid_image, small_photos
+from PIL import Image
+
+from facefix.photos import samples
+from facefix.restore.record import STATE_NAME
+
+pytestmark = pytest.mark.slow
+
+#: Ray quiet and offline (also in the workers it starts, which inherit this process's environment).
+RAY_ENV = {"RAY_DISABLE_USAGE_STATS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray cluster with 2 CPUs for this file; yields the address another process joins with."""
+    ray = pytest.importorskip("ray")
+    with using_env(RAY_ENV):
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def album_with_everything(root: Path, count: int = 3) -> Path:
+    """Real photos with faces (astronaut variants, a group photo) in a folder and a subfolder,
+    a photo with no face, a damaged file and a file that is not a photo."""
+    album = root / "album"
+    small_photos(album, count, seed=1)
+    small_photos(album / "sub", 2, seed=2)
+    with Image.open(samples.insightface_image("t1.jpg")) as im:
+        im.save(album / "sub" / "group.png")
+    shutil.copy(samples.skimage_image("coffee.png"), album / "coffee.png")
+    (album / "damaged.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (album / "notes.txt").write_text("not a photo")
+    return album
+
+
+def files(out: Path) -> dict[str, bytes]:
+    """Every output file (not the run's own hidden files) by its path under ``out``."""
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and not p.name.startswith(".")}
+
+
+def report_records(path: Path, out: Path) -> list[str]:
+    """The report's records, but timings, with the output folder's name taken out; sorted."""
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        record.pop("seconds")
+        if record.get("output"):
+            record["output"] = str(Path(record["output"]).relative_to(out))
+        records.append(json.dumps(record, sort_keys=True))
+    return sorted(records)
+
+
+def record_rows(out: Path) -> list[tuple]:
+    """The resume record's rows, but timings."""
+    with sqlite3.connect(out / STATE_NAME) as db:
+        return sorted(db.execute("SELECT target, source, source_sha256, source_size, source_mtime_ns, settings, "
+                                 "output_size, extras, faces FROM done").fetchall())
+
+
+def test_cluster_run_matches_the_local_run(ray_cluster, enrolled_home, tmp_path):
+    album = album_with_everything(tmp_path)
+    local_out, cluster_out = tmp_path / "local", tmp_path / "cluster"
+    local = facefix("restore", album, "-r", "-o", local_out, "--report", tmp_path / "local.jsonl", home=enrolled_home)
+    cluster = facefix("restore", album, "-r", "-o", cluster_out, "--report", tmp_path / "cluster.jsonl",
+                      "--cluster", "auto", home=enrolled_home)
+
+    assert local.returncode == cluster.returncode == 1, cluster.stderr  # the damaged file failed, the run went on
+    local_files, cluster_files = files(local_out), files(cluster_out)
+    assert len(local_files) == 6, sorted(local_files)  # 5 astronauts + the group photo (coffee: no face, no file)
+    assert cluster_files.keys() == local_files.keys()
+    assert [n for n in local_files if cluster_files[n] != local_files[n]] == [], "the same bytes"
+    local_report = report_records(tmp_path / "local.jsonl", local_out)
+    assert report_records(tmp_path / "cluster.jsonl", cluster_out) == local_report
+    statuses = sorted(json.loads(r)["status"] for r in local_report if '"record": "photo"' in r)
+    assert statuses == ["failed", "no face", "not read"] + ["restored"] * 6
+    assert record_rows(cluster_out) == record_rows(local_out), "the same resume record"
+    assert "damaged.jpg" in cluster.stderr and "1 of 8 photos failed" in cluster.stderr
+
+
+def test_killed_driver_leaves_whole_photos_and_the_rerun_skips_what_it_recorded(ray_cluster, enrolled_home,
+                                                                                 tmp_path):
+    import ray
+
+    album = tmp_path / "album"
+    count = 12
+    small_photos(album, count // 2, seed=1)
+    small_photos(album / "sub", count - count // 2, seed=2)
+    out = tmp_path / "out"
+    env = {**os.environ, **RAY_ENV, "FACEFIX_HOME": str(enrolled_home), "FACEFIX_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "facefix", "restore", album, "-r", "-o", out, "--quiet",
+                             "--cluster", ray_cluster], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (out / STATE_NAME).is_file() and len(record_rows(out)) >= 3:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    recorded = {row[0] for row in record_rows(out)}
+    assert 3 <= len(recorded) < count
+    # Ray stops the dead driver's workers (their CPUs come back) before the rerun starts its own.
+    while time.monotonic() < deadline and ray.available_resources().get("CPU", 0) < 2:
+        time.sleep(0.1)
+    assert all(is_valid_image(p) for p in files_in(out)), "a killed run leaves only whole photos"
+
+    report = tmp_path / "rerun.jsonl"
+    rerun = facefix("restore", album, "-r", "-o", out, "--report", report, "--cluster", "auto", home=enrolled_home)
+    assert rerun.returncode == 0, rerun.stderr
+    photos = [r for r in map(json.loads, report.read_text().splitlines()) if r["record"] == "photo"]
+    assert len(photos) == count
+    skipped = {str(Path(p["output"]).relative_to(out)) for p in photos if p["status"] == "skipped"}
+    assert skipped == recorded, "the rerun skips exactly the photos the killed run recorded"
+    assert {p["status"] for p in photos if p["status"] != "skipped"} == {"restored"}
+    expected = sorted((out / p.relative_to(album)).with_name(p.stem + "_restored.jpg") for p in album.rglob("*.jpg"))
+    assert files_in(out) == expected, "every photo once, none doubled"
+    assert all(is_valid_image(p) for p in expected)
+    assert not list(out.rglob("*.part")), "no partial files left"
+
+
+def files_in(out: Path) -> list[Path]:
+    return sorted(p for p in out.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def test_without_ray_the_option_says_how_to_get_it(monkeypatch, tmp_path):
+    (photo,) = small_photos(tmp_path / "album", 1)
+    monkeypatch.setitem(sys.modules, "ray", None)  # what "import ray" meets where Ray is not installed
+    result = facefix("restore", photo, "-o", tmp_path / "out", "--cluster", "auto")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        'error: --cluster needs Ray, which is not installed; pip install "facefix[cluster]"']
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_address_that_names_no_cluster_is_a_usage_error(tmp_path):
+    (photo,) = small_photos(tmp_path / "album", 1)
+    pytest.importorskip("ray")
+    result = facefix("restore", photo, "-o", tmp_path / "out", "--cluster", "head-node")
+    assert result.returncode == 2
+    assert "names no cluster" in result.stderr and "HOST:PORT" in result.stderr
