@@ -80,11 +80,13 @@ def record_rows(out: Path) -> list[tuple]:
                                  "output_size, extras, faces FROM done").fetchall())
 
 
-def test_cluster_run_matches_the_local_run(ray_cluster, enrolled_home, tmp_path):
-    album = album_with_everything(tmp_path)
-    local_out, cluster_out = tmp_path / "local", tmp_path / "cluster"
-    local = facefix("restore", album, "-r", "-o", local_out, "--report", tmp_path / "local.jsonl", home=enrolled_home)
-    cluster = facefix("restore", album, "-r", "-o", cluster_out, "--report", tmp_path / "cluster.jsonl",
+def test_cluster_run_matches_the_local_run(ray_cluster, enrolled_home, tmp_path, monkeypatch):
+    album_with_everything(tmp_path)
+    # Relative paths, as a user types them: the workers (started elsewhere) work in the driver's folder.
+    monkeypatch.chdir(tmp_path)
+    album, local_out, cluster_out = Path("album"), Path("local"), Path("cluster")
+    local = facefix("restore", album, "-r", "-o", local_out, "--report", "local.jsonl", home=enrolled_home)
+    cluster = facefix("restore", album, "-r", "-o", cluster_out, "--report", "cluster.jsonl",
                       "--cluster", "auto", home=enrolled_home)
 
     assert local.returncode == cluster.returncode == 1, cluster.stderr  # the damaged file failed, the run went on
@@ -92,8 +94,8 @@ def test_cluster_run_matches_the_local_run(ray_cluster, enrolled_home, tmp_path)
     assert len(local_files) == 6, sorted(local_files)  # 5 astronauts + the group photo (coffee: no face, no file)
     assert cluster_files.keys() == local_files.keys()
     assert [n for n in local_files if cluster_files[n] != local_files[n]] == [], "the same bytes"
-    local_report = report_records(tmp_path / "local.jsonl", local_out)
-    assert report_records(tmp_path / "cluster.jsonl", cluster_out) == local_report
+    local_report = report_records(Path("local.jsonl"), local_out)
+    assert report_records(Path("cluster.jsonl"), cluster_out) == local_report
     statuses = sorted(json.loads(r)["status"] for r in local_report if '"record": "photo"' in r)
     assert statuses == ["failed", "no face", "not read"] + ["restored"] * 6
     assert record_rows(cluster_out) == record_rows(local_out), "the same resume record"

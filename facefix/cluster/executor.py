@@ -125,8 +125,8 @@ class _Driver:
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         actor = ray.remote(PhotoWorker).options(num_cpus=place.cpus, num_gpus=place.gpus,
                                                 max_concurrency=self.executor.window + 2)
-        self.workers = [actor.remote(bundle, worker_request, self.session.engine, self.session.settings, env)
-                        for _ in range(place.workers)]
+        self.workers = [actor.remote(bundle, worker_request, self.session.engine, self.session.settings, env,
+                                     os.getcwd()) for _ in range(place.workers)]
         self.load = [0] * len(self.workers)
         try:
             ray.get([w.ready.remote() for w in self.workers])

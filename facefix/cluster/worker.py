@@ -24,6 +24,7 @@ import threading
 from pathlib import Path
 
 from facefix.cluster.bundle import remove_home, unpack_once, worker_home
+from facefix.errors import UsageError
 from facefix.restore.plan import Job
 from facefix.restore.record import Decision
 from facefix.restore.runner import Outcome
@@ -71,6 +72,18 @@ class PlannedState:
             return self._calls.pop(source, None)
 
 
+def _enter(cwd: str, request) -> None:
+    """Work in the driver's working directory (this actor's own process), where the plan's relative paths point."""
+    relative = [p for p in (*request.paths, request.output) if p is not None and not p.is_absolute()]
+    try:
+        os.chdir(cwd)
+    except OSError as exc:
+        if relative:
+            raise UsageError(f"{relative[0]} is relative to the driver's folder {cwd}, which this cluster node "
+                             f"does not have ({exc.strerror or exc}); give absolute paths on the shared file system, "
+                             "or run facefix from a folder on it") from exc
+
+
 class _Waiting:
     def __init__(self) -> None:
         self.done = threading.Event()
@@ -85,10 +98,11 @@ class PhotoWorker:
         request: the run's request, its ``backend`` and ``devices`` made concrete for this worker.
         engine, settings: the session's engine and settings key.
         env: facefix's environment variables as the driver has them (offline, debug, limits).
+        cwd: the driver's working directory: relative paths of the plan mean the same files here.
     """
 
-    def __init__(self, bundle: bytes, request, engine: str, settings: str, env: dict[str, str]):
-        self._args = (bundle, request, engine, settings, env)
+    def __init__(self, bundle: bytes, request, engine: str, settings: str, env: dict[str, str], cwd: str):
+        self._args = (bundle, request, engine, settings, env, cwd)
         self._state = PlannedState()
         self._jobs: queue.Queue = queue.Queue()
         self._waiting: dict[Path, _Waiting] = {}
@@ -107,8 +121,9 @@ class PhotoWorker:
         with self._lock:
             if self._thread is not None:
                 return
-            bundle, request, engine, settings, env = self._args
+            bundle, request, engine, settings, env, cwd = self._args
             os.environ.update(env)
+            _enter(cwd, request)
             self._home = worker_home(unpack_once(bundle))
             os.environ["FACEFIX_HOME"] = str(self._home)  # this actor's own process
             self._runner = load_runner(request, engine, settings, state=self._state, store=ProfileStore(),
