@@ -270,6 +270,32 @@ def test_pipeline_folders_with_a_pickled_text_encoder_and_sharded_weights(tiny_s
         locate(resolve_model_set("folders"))
 
 
+def test_a_hub_repo_with_shards_and_a_pickled_text_encoder_pulls_locates_and_loads(tiny_set, tmp_path, monkeypatch):
+    """Through the faithful fake hub (its file-list cache included): the shard patterns pull every shard, and
+    locate asks the cache for exactly those, so the offline check after the download passes."""
+    from fake_hub import FakeHub, folder_files
+
+    from facefix.modelsets.hub import pull
+    from facefix.modelsets.registry import ModelSet
+
+    folders = _as_bin_and_shards(tiny_set, tmp_path / "set")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    for name in ("FACEFIX_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    hub = FakeHub()
+    hub.add("org/sharded-base", folder_files(folders / "base"), commit="d" * 40)
+    hub.add("org/sharded-guide", folder_files(folders / "guide"), commit="e" * 40)
+    hub.install(monkeypatch)
+    model_set = ModelSet(name="sharded", base="org/sharded-base", guide="org/sharded-guide", variant="fp16")
+    pull(model_set)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    paths = locate(model_set)
+    assert (paths.base_dir / "text_encoder" / "pytorch_model.bin").is_file()
+    assert len(list((paths.base_dir / "unet").glob("diffusion_pytorch_model-*-of-*.safetensors"))) > 1
+    _same_parts(load_parts(paths), load_parts(locate(resolve_model_set(str(tiny_set)))))
+    assert verify(model_set, online=False).ok
+
+
 def test_pull_asks_the_hub_for_shards_and_pickled_text_encoders():
     files = ["model_index.json", "scheduler/scheduler_config.json", "tokenizer/vocab.json", "unet/config.json",
              "unet/diffusion_pytorch_model.fp16.safetensors", "unet/diffusion_pytorch_model.safetensors.index.json",
