@@ -50,8 +50,10 @@ def pull_patterns(role: str, variant: str | None, files) -> list[str]:
     make a complete download look missing.
 
     Base: for each part, the ``variant`` safetensors when present, else the
-    plain one. Guide: one weights file, the first of ``.safetensors``,
-    ``.fp16.safetensors``, the pickle (never two copies of the same weights).
+    plain one, else (text encoder) transformers' ``pytorch_model.bin``. Guide:
+    one weights format, the first of ``.safetensors``, ``.fp16.safetensors``,
+    the pickle (never two copies of the same weights). A format saved in shards
+    is its ``.index[.variant].json`` plus a ``*-of-*`` pattern for the shards.
     """
     files = set(files)
     if role == "base":
