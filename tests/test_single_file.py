@@ -163,6 +163,13 @@ def test_single_file_checkpoints_load_offline_with_no_network(tiny_set, single_f
     assert no_network == []
 
 
+def test_a_base_file_alone_takes_the_default_guide_to_pull(single_files, capsys):
+    assert main(["models", "add", "only-base", "--base", str(single_files["base"])]) == 0
+    assert "fetch it with `facefix models pull only-base`" in capsys.readouterr().err
+    added = resolve_model_set("only-base")
+    assert (added.base, added.guide) == (str(single_files["base"].resolve()), "lllyasviel/control_v11f1e_sd15_tile")
+
+
 def test_ckpt_pickles_and_training_checkpoints_with_ema(tiny_set, single_files, tiny_configs, tmp_path, no_network):
     """v1-5-pruned-emaonly.ckpt (a Lightning pickle, weights under "state_dict") and v1-5-pruned.ckpt (the
     training weights plus their EMA copy under flattened ``model_ema.`` keys: the EMA ones are used)."""

@@ -100,8 +100,10 @@ def add_set(
     *,
     base: Annotated[str, typer.Option("--base", help="Base model: a hub id, a local diffusers pipeline folder, or an "
                                       "SD 1.x single file (v1-5-pruned-emaonly.safetensors, .ckpt).")],
-    guide: Annotated[str, typer.Option("--guide", help="Guide (ControlNet): a hub id, a local folder, or a single "
-                                       "file (control_v11f1e_sd15_tile.pth, .safetensors).")],
+    guide: Annotated[str | None, typer.Option("--guide", help="Guide (ControlNet): a hub id, a local folder, or a single "
+                                              "file (control_v11f1e_sd15_tile.pth, .safetensors); default: the "
+                                              "default set's (lllyasviel/control_v11f1e_sd15_tile).",
+                                              show_default=False)] = None,
     variant: Annotated[str | None, typer.Option("--variant", help="Weight variant of the base's files, e.g. fp16.")] = None,
 ) -> None:
     """Name a model set (a base and a guide) so that --model-set NAME finds it; hub ids are fetched by 'models pull NAME'."""

@@ -178,12 +178,13 @@ def user_model_sets() -> dict[str, ModelSet]:
     return found
 
 
-def add_model_set(name: str, *, base: str, guide: str, variant: str | None = None, condition: str = "image",
-                  description: str = "") -> ModelSet:
+def add_model_set(name: str, *, base: str, guide: str | None = None, variant: str | None = None,
+                  condition: str = "image", description: str = "") -> ModelSet:
     """Save a model set under ``name`` so that ``--model-set NAME`` finds it (replacing one of that name).
 
     Local folders and single-file checkpoints are stored as absolute paths; hub ids as
-    given (revision ``main``).
+    given (revision ``main``). Without ``guide``, the default set's guide (the SD 1.5
+    tile ControlNet, fetched by ``facefix models pull NAME``).
 
     Raises:
         UsageError: a bad name, the name of a registered set, or a local file that is
@@ -193,6 +194,7 @@ def add_model_set(name: str, *, base: str, guide: str, variant: str | None = Non
         raise UsageError(f"model set name {name!r}: use letters, digits, '.', '_', '+' and '-' (at most 64)")
     if name in REGISTRY:
         raise UsageError(f"{name!r} is a registered model set; give yours another name")
+    guide = guide or REGISTRY[DEFAULT_MODEL_SET].guide
     for role, value in (("--base", base), ("--guide", guide)):
         path = Path(value).expanduser()
         if path.is_file() and path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
