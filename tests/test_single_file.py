@@ -163,11 +163,29 @@ def test_single_file_checkpoints_load_offline_with_no_network(tiny_set, single_f
     assert no_network == []
 
 
-def test_a_base_file_alone_takes_the_default_guide_to_pull(single_files, capsys):
+def test_a_base_file_alone_takes_the_default_guide_to_pull(tiny_set, single_files, tiny_configs, tmp_path, monkeypatch,
+                                                           capsys):
+    from fake_hub import FakeHub, controlnet_like_guide
+
     assert main(["models", "add", "only-base", "--base", str(single_files["base"])]) == 0
     assert "fetch it with `facefix models pull only-base`" in capsys.readouterr().err
     added = resolve_model_set("only-base")
     assert (added.base, added.guide) == (str(single_files["base"].resolve()), "lllyasviel/control_v11f1e_sd15_tile")
+    # `models pull only-base` fetches the guide (a pickle on the hub, converted once) and leaves the file alone.
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    for name in ("FACEFIX_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    hub = FakeHub()
+    hub.add(added.guide, controlnet_like_guide(tiny_set / "guide", safetensors=False, pickle=True), commit="f" * 40)
+    hub.install(monkeypatch)
+    assert main(["models", "pull", "only-base"]) == 0
+    assert [c[1] for c in hub.calls if c[0] == "snapshot_download"] == [added.guide]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    parts, reference = load_parts(locate(added)), load_parts(locate(resolve_model_set(str(tiny_set))))
+    for name in ("unet", "vae", "text_encoder"):
+        _same_weights(getattr(parts, name), getattr(reference, name))
+    for a, b in zip(parts.guide.state_dict().values(), reference.guide.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-3)  # the pulled pickle is kept as fp16 safetensors
 
 
 def test_ckpt_pickles_and_training_checkpoints_with_ema(tiny_set, single_files, tiny_configs, tmp_path, no_network):
