@@ -144,6 +144,59 @@ def test_killed_driver_leaves_whole_photos_and_the_rerun_skips_what_it_recorded(
     assert not list(out.rglob("*.part")), "no partial files left"
 
 
+def photo_workers() -> list[int]:
+    """The process ids of this test's Ray workers (descendants of this process titled ``ray::PhotoWorker``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().split(b"\0")[0]
+            pid = int(entry.name)
+            chain = pid
+            while chain > 1 and chain != os.getpid():
+                chain = int((Path("/proc") / str(chain) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # a process that ended meanwhile
+        if title.startswith(b"ray::PhotoWorker") and chain == os.getpid():
+            found.append(pid)
+    return sorted(found)
+
+
+def test_a_killed_worker_fails_only_its_photos_and_the_rerun_redoes_them(ray_cluster, enrolled_home, tmp_path,
+                                                                         monkeypatch):
+    from facefix.cluster.executor import RayExecutor
+    from facefix.restore.api import RestoreRequest, RestoreSession
+
+    album, out, count = tmp_path / "album", tmp_path / "out", 12
+    small_photos(album, count, seed=3)
+    monkeypatch.setenv("FACEFIX_HOME", str(enrolled_home))
+    killed: list[int] = []
+
+    def kill_a_worker(outcome) -> None:  # once the first photo is back, SIGKILL one of the two workers
+        if not killed:
+            workers = photo_workers()
+            assert len(workers) == 2, workers
+            os.kill(workers[0], signal.SIGKILL)
+            killed.append(workers[0])
+
+    with RestoreSession.open(RestoreRequest(paths=(album,), output=out)) as session:
+        summary = session.run(kill_a_worker, executor=RayExecutor("auto", workers=2))
+    assert killed
+    failed, restored = summary.counts["failed"], summary.counts["restored"]
+    assert failed >= 1 and restored >= 1 and failed + restored == count, summary.counts
+    assert all("the cluster worker restoring it died" in f for f in summary.failures), summary.failures
+    assert all(is_valid_image(p) for p in files_in(out)), "only whole photos"
+
+    report = tmp_path / "rerun.jsonl"
+    rerun = facefix("restore", album, "-o", out, "--report", report, "--cluster", "auto", home=enrolled_home)
+    assert rerun.returncode == 0, rerun.stderr
+    statuses = [r["status"] for r in map(json.loads, report.read_text().splitlines()) if r["record"] == "photo"]
+    assert sorted(statuses) == sorted(["restored"] * failed + ["skipped"] * restored)
+    assert files_in(out) == sorted(out / f"{p.stem}_restored.jpg" for p in album.glob("*.jpg"))
+    assert not list(out.rglob("*.part")), "no partial files left"
+
+
 def files_in(out: Path) -> list[Path]:
     return sorted(p for p in out.rglob("*") if p.is_file() and not p.name.startswith("."))
 

@@ -106,8 +106,7 @@ class _Driver:
                 self._dispatch(job)
             while self.inflight:
                 self._collect()
-            if self.workers:
-                self.ray.get([w.close.remote() for w in self.workers])
+            self.ray.get([w.close.remote() for i, w in enumerate(self.workers) if i not in self.dead])
             finished = True
         finally:
             if not finished:  # an error or Ctrl-C: what is in flight stays unrecorded (a rerun redoes it)
