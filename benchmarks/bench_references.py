@@ -118,7 +118,7 @@ def main() -> int:
     from facefix.evaluate.run import eval_training_sets, evaluate_person
     from facefix.faces import get_analyzer
     from facefix.profiles import ProfileStore
-    from facefix.restorers.classical import ClassicalRestorer
+    from facefix.restorers.classical import ClassicalConfig, ClassicalRestorer
     from facefix.restorers.guides import GuideSet
     from facefix.restorers.reference import FusionSettings, ReferenceRestorer
 
@@ -133,6 +133,7 @@ def main() -> int:
     for name in ids:
         files = sorted(p for p in (args.people / name).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
         print(f"{name}: {enroll_photos(store, name, files, analyzer)} references")
+    # FACEFIX_FUSION / FACEFIX_CLASSICAL: JSON overrides of FusionSettings / ClassicalConfig (trials)
     fusion = FusionSettings(**json.loads(os.environ.get("FACEFIX_FUSION", "{}")))
     reports, timings = [], []
     learned_info, learned_timings = {}, []
@@ -140,7 +141,7 @@ def main() -> int:
     for name in ids:
         sets = eval_training_sets(name, store=store, holdout=args.holdout, seed=args.seed)
         guides = GuideSet.from_crops(sets["crops"][sets["train_idx"]], name)
-        classical = ClassicalRestorer()
+        classical = ClassicalRestorer(ClassicalConfig(**json.loads(os.environ.get("FACEFIX_CLASSICAL", "{}"))))
         refs = ReferenceRestorer(classical, guides, fusion, name="classical+refs")
         methods, steps = {}, {}
         if args.budget > 0:

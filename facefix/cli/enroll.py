@@ -29,6 +29,8 @@ def enroll_command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted training run.")] = False,
     min_face: Annotated[float, typer.Option(help="Smallest eye-to-mouth distance of a reference, in pixels.")] = MIN_FACE,
     no_train: Annotated[bool, typer.Option("--no-train", help="Only store the references.")] = False,
+    fusion: Annotated[bool, typer.Option(help="Also learn how NAME's references fuse into restored faces "
+                                              "(a quarter of --budget; used for blurred faces).")] = True,
     backend: BackendOpt = "auto",
     device: DeviceOpt = "auto",
     engine: Annotated[Engine, typer.Option(
@@ -50,7 +52,7 @@ def enroll_command(
     options = EnrollOptions(add=add, budget_minutes=budget, resume=resume, min_face=min_face, train=not no_train,
                             backend=backend, device=device, engine=engine, model_set=model_set,
                             generic_faces=generic_faces, stage1_steps=stage1_steps, stage2_steps=stage2_steps,
-                            class_images=class_images, generic_count=generic_count)
+                            class_images=class_images, generic_count=generic_count, fusion=fusion)
     progress = make_progress("{task.fields[note]}", transient=False)
     tasks: dict[str, int] = {}
 
@@ -86,6 +88,9 @@ def enroll_command(
         show(stage["label"], completed=info.step, total=max(info.total_steps, info.step),
              note=f"loss {info.smoothed_loss:.4f}")
 
+    def on_fusion(share: float, doing: str) -> None:
+        show(stage["label"], completed=round(100 * share), total=100, note=doing)
+
     def on_tune(report) -> None:
         from facefix.training.diffusion_loop import TrainProgress
 
@@ -103,7 +108,8 @@ def enroll_command(
         on_note=lambda text: err.print(f"[yellow]note:[/yellow] {escape(text)}", highlight=False),
         on_warning=lambda text: err.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False),
         on_info=lambda text: err.print(escape(text), highlight=False),
-        on_scan=scan, on_references=on_references, on_stage=on_stage, on_step=on_step, on_tune=on_tune)
+        on_scan=scan, on_references=on_references, on_stage=on_stage, on_step=on_step, on_fusion=on_fusion,
+        on_tune=on_tune)
     try:
         result = enroll(name, folder, options, callbacks)
     finally:

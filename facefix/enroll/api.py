@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from facefix.enroll.fast import train_person
+from facefix.enroll.fusion import FUSION_SHARE, can_learn_fusion, train_person_fusion
 from facefix.enroll.select import (
     FEW_REFERENCES,
     MIN_FACE,
@@ -45,6 +46,8 @@ class EnrollOptions:
         model_set: diffusion model set (name or directory; None: the default).
         generic_faces: folder of aligned generic crops for diffusion stage 2.
         stage1_steps, stage2_steps, class_images, generic_count: Dual-Pivot settings (None: defaults).
+        fusion: after the fast models, learn how the person's references fuse into their
+            restored faces (:mod:`facefix.enroll.fusion`; a share of ``budget_minutes``).
     """
 
     add: bool = False
@@ -61,6 +64,7 @@ class EnrollOptions:
     stage2_steps: int | None = None
     class_images: int | None = None
     generic_count: int | None = None
+    fusion: bool = True
 
 
 @dataclass
@@ -75,6 +79,7 @@ class EnrollCallbacks:
         on_references: the selection (accepted and rejected photos) and the profile's reference count,
             once the references are stored.
         on_stage, on_step: fast training (see :func:`facefix.enroll.fast.train_person`).
+        on_fusion: the reference fusion's progress (share done in [0, 1], what it is doing).
         on_tune: diffusion tuning progress (:class:`facefix.training.diffusion_loop.TrainProgress`
             or a painting progress).
     """
@@ -87,6 +92,7 @@ class EnrollCallbacks:
     on_stage: Callable[[str, float], None] | None = None
     on_step: Callable[[Any], None] | None = None
     on_tune: Callable[[Any], None] | None = None
+    on_fusion: Callable[[float, str], None] | None = None
 
     def note(self, text: str) -> None:
         if self.on_note is not None:
@@ -240,12 +246,22 @@ def enroll(name: str, folder: Path | None, options: EnrollOptions | None = None,
     if tuning is not None and options.resume and folder is None and fast_is_done(store, name):
         callbacks.info(f"{name}'s fast restorer is trained; going on with the diffusion tuning")
     else:
-        result.training = train_person(name, store=store, generic=generic, budget_s=options.budget_minutes * 60.0,
+        budget_s = options.budget_minutes * 60.0
+        fusion = options.fusion and can_learn_fusion(store.load_crops(store.load(name)))
+        result.training = train_person(name, store=store, generic=generic,
+                                       budget_s=budget_s * (1 - FUSION_SHARE) if fusion else budget_s,
                                        resume=options.resume, device=options.device, on_stage=callbacks.on_stage,
                                        on_step=callbacks.on_step)
         if any(r.interrupted for r in result.training):
             result.interrupted = True
             return result
+        if fusion:
+            if callbacks.on_stage:
+                callbacks.on_stage("reference fusion", budget_s * FUSION_SHARE)
+            stage = train_person_fusion(name, store=store, generic=generic, budget_s=budget_s * FUSION_SHARE,
+                                        device=options.device, on_progress=callbacks.on_fusion)
+            if stage is not None:
+                result.training.append(stage)
     if tuning is not None:
         from facefix.enroll.diffusion import tune_person
 

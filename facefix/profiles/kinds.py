@@ -24,6 +24,8 @@ def kind_label(kind: str) -> str:
     """How messages name an artifact of this kind ("fast model", "diffusion guide (sd15-tile)")."""
     if kind == FAST_KIND:
         return "fast model"
+    if kind == FUSION_KIND:
+        return "reference fusion"
     parts = kind.split("/")
     if len(parts) == 3 and parts[0] == "diffusion":
         role = {"unet_lora": "diffusion generator", "guide": "diffusion guide"}.get(parts[2], f"diffusion {parts[2]}")
@@ -36,3 +38,7 @@ def scratch_of(kind: str) -> str:
     a diffusion adapter's is its model set's Dual-Pivot run, every other kind's its own."""
     parts = kind.split("/")
     return "/".join(parts[:2]) if len(parts) == 3 and parts[0] == "diffusion" else kind
+
+
+#: A person's learned reference fusion (facefix.enroll.fusion; facefix.restorers.fusion_net reads it).
+FUSION_KIND = "fusion"

@@ -146,9 +146,10 @@ def make_provider(
     fast = FastRestorers(store, generic, device=device, tta=tta)
     if concrete == "fast":
         if references:
-            from facefix.restorers.reference import GuidedRestorers
+            from facefix.profiles.kinds import FUSION_KIND
+            from facefix.restorers.reference import LEARNED_FROM, GuidedRestorers
 
-            return GuidedRestorers(fast, store)
+            return GuidedRestorers(fast, store, fusion_kind=FUSION_KIND, learned_from=LEARNED_FROM)
         return fast
     from facefix.restorers.diffusion import SamplerSettings
 

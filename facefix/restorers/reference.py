@@ -59,6 +59,12 @@ FUSION_VERSION = 7
 BLURS = (1.0, 1.5, 2.0, 3.0, 4.0, 5.5, 7.5, 10.0, 14.0)
 
 
+#: Faces at least this blurred (512-px sigma) get a person's learned fusion when they have
+#: one, less blurred ones the hand-made fusion (docs/references.md: at 10 px the hand-made
+#: one starts to back off; fixed before measuring).
+LEARNED_FROM = 10.0
+
+
 @dataclass(frozen=True)
 class FusionSettings:
     """How references are used.
