@@ -171,6 +171,9 @@ def test_a_killed_worker_fails_only_its_photos_and_the_rerun_redoes_them(ray_clu
     album, out, count = tmp_path / "album", tmp_path / "out", 12
     small_photos(album, count, seed=3)
     monkeypatch.setenv("FACEFIX_HOME", str(enrolled_home))
+    deadline = time.monotonic() + 120
+    while photo_workers() and time.monotonic() < deadline:  # an earlier test's workers, still exiting
+        time.sleep(0.1)
     killed: list[int] = []
 
     def kill_a_worker(outcome) -> None:  # once the first photo is back, SIGKILL one of the two workers
