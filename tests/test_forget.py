@@ -149,3 +149,27 @@ def test_rm_through_the_cli_lists_each_removal_and_the_person_left_still_restore
     run = facefix("restore", photo, "-o", tmp_path / "out", "--person", "tom", "--json", home=home)
     assert run.returncode == 0, run.stderr
     assert "classical/generic" in run.stdout
+
+
+@pytest.mark.slow
+def test_a_diffusion_guide_records_the_people_whose_references_were_its_generic_faces(tmp_path):
+    from tiny_diffusion import save_tiny_model_set
+
+    from facefix.enroll.diffusion import dual_pivot_config, tune_person
+
+    store, generic = ProfileStore(), GenericStore()
+    _enroll(store, "alice", seed=1)
+    _enroll(store, "bob", seed=2)
+    _train(store, generic, "bob")
+    model_set = save_tiny_model_set(tmp_path / "set")
+    config = dual_pivot_config(stage1_steps=2, stage2_steps=2, class_images=0, generic_faces=2)
+    assert not tune_person("bob", store=store, generic=generic, model_set=str(model_set), device="cpu",
+                           config=config).interrupted
+    artifacts = store.load("bob").artifacts
+    lora, guide = artifacts[unet_lora_kind("tiny")].settings[KEY], artifacts[guide_kind("tiny")].settings[KEY]
+    assert lora["people"] == ["bob"], "stage 1 learns from bob's references (and the base model's paintings)"
+    assert guide["direct"] == ["alice", "bob"] and guide["start"] == "the generic fast model (its pre-cleaner)"
+    removal = remove_person("alice", store=store, generic=generic)
+    gone = {f.what: f.reason for f in removal.forgotten}
+    assert gone["bob's diffusion guide (tiny)"] == "it learned from alice's photos"
+    assert "bob's diffusion generator (tiny)" not in gone and unet_lora_kind("tiny") in store.load("bob").artifacts

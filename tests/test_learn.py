@@ -85,7 +85,7 @@ def test_too_few_sharp_faces_is_one_line_and_no_model(tmp_path):
 
 
 def _scored(enlarge, blur, noise):
-    return ScoredFace(None, enlarge, blur, noise)
+    return ScoredFace(None, enlarge, 1.0, noise, blur)
 
 
 def test_the_degradation_is_drawn_from_the_degraded_faces_ranges():
@@ -106,10 +106,10 @@ def test_validation_holds_out_whole_photos():
         def __init__(self, source):
             self.source = source
 
-    targets = [ScoredFace(Face(f"p{i // 3}"), 1.0, 1.0, 0.0) for i in range(30)]  # 10 photos, 3 faces each
+    targets = [ScoredFace(Face(f"p{i // 3}"), 1.0, 1.0, 0.0, 1.0) for i in range(30)]  # 10 photos, 3 faces each
     digests = {f"p{i}": f"{i:064x}" for i in range(10)}
     train, held = split_by_photo(targets, digests, share=0.1, limit=16)
     assert len(held) == 3 and len(train) == 27
     assert not {t.face.source for t in train} & {t.face.source for t in held}
-    one_photo = [ScoredFace(Face("p0"), 1.0, 1.0, 0.0)] * 5
+    one_photo = [ScoredFace(Face("p0"), 1.0, 1.0, 0.0, 1.0)] * 5
     assert split_by_photo(one_photo, digests, share=0.5, limit=16) == (one_photo, [])

@@ -16,7 +16,8 @@ from facefix.learn.library import MAX_BLUR, MIN_FACE
 
 
 def learn_command(
-    folder: Annotated[Path, typer.Argument(help="The photo library (searched recursively).", show_default=False)],
+    folder: Annotated[Path, typer.Argument(help="The photo library (searched recursively).", metavar="DIR",
+                                           show_default=False)],
     *,
     budget: Annotated[float, typer.Option(help="Training time in minutes.")] = 10.0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
@@ -30,7 +31,7 @@ def learn_command(
     backend: BackendOpt = "auto",
     device: DeviceOpt = "auto",
 ) -> None:
-    """Train the generic restorer (faces that match nobody) on FOLDER's sharpest faces, degraded as its
+    """Train the generic restorer (faces that match nobody) on DIR's sharpest faces, degraded as its
     other faces are. No downloaded weights; it records whose photos it learned from."""
     if budget <= 0:
         raise UsageError(f"--budget must be positive minutes, not {budget}")

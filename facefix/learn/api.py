@@ -170,7 +170,7 @@ def learn(folder: Path, options: LearnOptions | None = None, callbacks: LearnCal
     # 2. the degradation of the faces that are not targets
     base = options.train_config or TrainConfig()
     degraded = [s for s, _ in judged.rejected]
-    sharp_blur = float(np.median([t.blur for t in judged.targets]))
+    sharp_blur = float(np.median([t.wide_blur for t in judged.targets]))
     matched = match_degradation(degraded, sharp_blur, [s.face.jpeg_quality for s in degraded],
                                 default=get_recipe(base.recipe) if isinstance(base.recipe, str) else base.recipe,
                                 default_enlarge=(base.enlarge_prob, base.enlarge_max))

@@ -72,7 +72,8 @@ def match_degradation(degraded: Sequence[ScoredFace], sharp_blur: float, jpeg_qu
 
     Args:
         degraded: the library's faces that are not targets.
-        sharp_blur: the targets' median blur width (template px): what a sharp face measures.
+        sharp_blur: the targets' median :attr:`~facefix.learn.library.ScoredFace.wide_blur` (template px):
+            what a sharp face measures.
         jpeg_qualities: the degraded faces' photos' JPEG quality (None: not a JPEG), in their order.
         default, default_enlarge: the recipe and ``(enlarge_prob, enlarge_max)`` when there is nothing to measure.
     """
@@ -80,7 +81,7 @@ def match_degradation(degraded: Sequence[ScoredFace], sharp_blur: float, jpeg_qu
         return MatchedDegradation(default, default_enlarge[0], default_enlarge[1], 0)
     enlarge = np.array([min(max(s.enlarge, 1.0), 8.0) for s in degraded])
     # Blur beyond a sharp face's, in the face's own pixels (it is applied before the enlargement).
-    extra = np.array([math.sqrt(max(s.blur**2 - sharp_blur**2, 0.0)) for s in degraded]) / enlarge
+    extra = np.array([math.sqrt(max(s.wide_blur**2 - sharp_blur**2, 0.0)) for s in degraded]) / enlarge
     sigma = _span(extra, 0.1, 10.0, 0.5)
     noise = _span([s.noise for s in degraded], 0.0, 20.0, 2.0)
     qualities = [q for q in jpeg_qualities if q is not None]
