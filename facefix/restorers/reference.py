@@ -108,9 +108,10 @@ class FusionSettings:
         learned_gates: the learned fusion's guides go through the same eye and mouth
             gates first (:func:`gate_features`): where a reference's eye or mouth
             disagrees with the face's at the face's blur, that guide shows the face's own
-            there, which the network reads as "no guide". It learns from pairs where
-            that agreement says little (its training loss rewarded a toothy mouth for a
-            closed one when the references all smile with teeth).
+            there, which the network reads as "no guide". Off: measured on the
+            development set (docs/references.md), the features it refused were mostly
+            right ones refused because the person's CNN had mangled the face's own
+            (doubled mouths at eval's severe level), which the gate then kept.
     """
 
     guides: int = 3
@@ -135,7 +136,7 @@ class FusionSettings:
     max_cut: float = 5.0
     blur_full: float = 10.0
     blur_none: float = 14.0
-    learned_gates: bool = True
+    learned_gates: bool = False
 
 
 def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -396,17 +397,23 @@ class ReferenceRestorer:
             return cleaned
         out = np.empty_like(cleaned)
         for i, face in enumerate(cleaned):
-            out[i] = self.restore_one(face)[0]
+            out[i] = self.restore_one(face, original=crops[i])[0]
         return out
 
-    def restore_one(self, face: np.ndarray) -> tuple[np.ndarray, dict]:
+    def restore_one(self, face: np.ndarray, original: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
         """Fuse the best references into one pre-cleaned face.
+
+        Args:
+            face: float32 (S, S, 3) the base's output.
+            original: the face before the base (what the photo holds); with a learned
+                fusion, its blur decides which fusion serves (a base that invents edges
+                makes its own output look sharper than the photo is).
 
         Returns:
             The face and what was decided (``blur``, ``trust``, ``guides``: the references used).
         """
         if self.fusion is not None:
-            return self._restore_learned(face)
+            return self._restore_learned(face, original)
         return self._restore_hand_made(face, prepare_guides(face, self.guides, self.settings))
 
     def _restore_hand_made(self, face: np.ndarray, prepared: dict) -> tuple[np.ndarray, dict]:
@@ -418,15 +425,16 @@ class ReferenceRestorer:
         info["guides"] = prepared["guides"]
         return out, info
 
-    def _restore_learned(self, face: np.ndarray) -> tuple[np.ndarray, dict]:
+    def _restore_learned(self, face: np.ndarray, original: np.ndarray | None) -> tuple[np.ndarray, dict]:
         from facefix.restorers.fusion_net import apply_fusion
 
         k = self.fusion.config.guides
         if self.learned_from > 0 and k != self.settings.guides:
             raise UsageError(f"the learned fusion takes {k} guides and the hand-made one "
                              f"{self.settings.guides}; give FusionSettings(guides={k})")
-        prepared = prepare_guides(face, self.guides, self.settings, count=k, blur_none=float("inf"))
-        if prepared["blur"] < self.learned_from:
+        prepared = prepare_guides(face, self.guides, self.settings, count=k, blur_none=float("inf"),
+                                  original=original if self.learned_from > 0 else None)
+        if max(prepared["blur"], prepared.get("original_blur", 0.0)) < self.learned_from:
             # less blurred than where the learned fusion takes over: the hand-made one,
             # with its own limits
             if prepared["warped"] is not None and prepared["blur"] >= self.settings.blur_none:
@@ -470,7 +478,8 @@ def _as_fusion(fusion):
 
 
 def prepare_guides(face: np.ndarray, guides: GuideSet, settings: FusionSettings, *, count: int | None = None,
-                   exclude=(), blur_none: float | None = None, points: np.ndarray | None = None) -> dict:
+                   exclude=(), blur_none: float | None = None, points: np.ndarray | None = None,
+                   original: np.ndarray | None = None) -> dict:
     """Choose, and warp onto one pre-cleaned face, the best-matching references.
 
     What both fusions (hand-made and learned) and the learned one's training pairs use.
@@ -484,6 +493,8 @@ def prepare_guides(face: np.ndarray, guides: GuideSet, settings: FusionSettings,
         exclude: indices of references not to use (training: the target's own photo).
         blur_none: overrides ``settings.blur_none`` (the learned fusion has no upper limit).
         points: the face's landmarks (found when None).
+        original: the face before pre-cleaning; its blur is estimated too (``original_blur``),
+            against the same landmark warps.
 
     Returns:
         dict: ``points``, ``region``, ``blur`` (512-px sigma), ``guides`` (indices used),
@@ -507,6 +518,9 @@ def prepare_guides(face: np.ndarray, guides: GuideSet, settings: FusionSettings,
     blur = estimate_blur(y, [to_luma(w) for w in rough], region) if rough else BLURS[-1]
     result = {"points": points, "region": region, "blur": float(blur), "guides": [int(j) for j in chosen[:count]],
               "distance": np.asarray(dist[:count], np.float32), "warped": None}
+    if original is not None:
+        result["original_blur"] = float(estimate_blur(to_luma(np.asarray(original, np.float32)),
+                                                      [to_luma(w) for w in rough], region) if rough else BLURS[-1])
     if settings.min_blur <= blur < blur_none:
         result["warped"] = [warp_guide(r, m, y, blur=blur) for r, m in zip(refs[:count], maps)]
     return result
