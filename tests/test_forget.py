@@ -14,7 +14,7 @@ from facefix.enroll.fast import train_person
 from facefix.enroll.forget import remove_person
 from facefix.profiles import GenericStore, ProfileStore
 from facefix.profiles.adapted import AdaptedStore
-from facefix.profiles.kinds import FAST_KIND, guide_kind, unet_lora_kind
+from facefix.profiles.kinds import FAST_KIND, FUSION_KIND, guide_kind, unet_lora_kind
 from facefix.profiles.provenance import KEY, Provenance, learned_from
 from facefix.providers.fast import FastRestorers
 from facefix.restorers.fast import TINY_CONFIG
@@ -75,17 +75,22 @@ def test_rm_removes_the_generic_model_the_other_persons_model_and_adapted_ones(t
     adapted.commit("bobs", _weights(), {"adaptation": {"album": "/b", "person": "bob"},
                                         KEY: Provenance.of(["bob"], folders=["/b"], matched=["alice", "bob"]).to_settings()})
     (store.work_dir("bob", FAST_KIND) / "fast_train.ckpt").write_bytes(b"weights that learned from alice")
+    bob_fast = Provenance.from_settings(store.load("bob").artifacts[FAST_KIND].settings)
+    store.commit_artifact("bob", FUSION_KIND, _weights(),
+                          {KEY: Provenance.of(["bob"]).fine_tuned_from(bob_fast, "bob's fast model").to_settings()})
 
     removal = remove_person("alice", store=store, generic=generic, adapted=adapted)
 
     gone = {f.what: f for f in removal.forgotten}
-    assert set(gone) == {"the generic model", "bob's fast model", "adapted restorer 'shoebox'", "adapted restorer 'old'"}
+    assert set(gone) == {"the generic model", "bob's fast model", "bob's reference fusion", "adapted restorer 'shoebox'",
+                         "adapted restorer 'old'"}
+    assert gone["bob's reference fusion"].rebuild == "run 'facefix enroll bob --resume' to rebuild it"
     assert gone["bob's fast model"].reason == "it was fine-tuned from a generic model that learned from alice's photos"
     assert gone["bob's fast model"].rebuild == "run 'facefix enroll bob --resume' to rebuild it"
     assert gone["adapted restorer 'old'"].reason == "it does not record whose photos it learned from, so it cannot tell"
     assert gone["adapted restorer 'shoebox'"].rebuild == "run 'facefix adapt /album --name shoebox' to rebuild it"
     assert store.names() == ["bob"] and not generic.path().exists()
-    assert FAST_KIND not in store.load("bob").artifacts and len(store.load("bob").references) == 2
+    assert not store.load("bob").artifacts and len(store.load("bob").references) == 2
     assert not (store.path("bob") / "work" / FAST_KIND).exists(), "the resume checkpoint holds the same weights"
     assert adapted.names() == ["bobs"], "learned from bob's album only"
     # bob still restores, with the classical restorer now

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from facefix.errors import FacefixError
 from facefix.profiles import GenericStore, ProfileStore, validate_name
 from facefix.profiles.adapted import AdaptedStore
-from facefix.profiles.kinds import FAST_KIND, kind_label, scratch_of
+from facefix.profiles.kinds import FAST_KIND, FUSION_KIND, kind_label, scratch_of
 from facefix.profiles.provenance import Provenance, learned_from
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def _generic_rebuild(record: Provenance | None) -> str:
 
 
 def _profile_rebuild(person: str, kind: str) -> str:
-    if kind == FAST_KIND:
+    if kind in (FAST_KIND, FUSION_KIND):  # enroll trains the fast model, then the fusion on top of it
         return f"run 'facefix enroll {person} --resume' to rebuild it"
     if kind.startswith("diffusion/"):
         return f"run 'facefix enroll {person} --resume --engine diffusion' to rebuild it"
