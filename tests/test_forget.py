@@ -178,3 +178,20 @@ def test_a_diffusion_guide_records_the_people_whose_references_were_its_generic_
     gone = {f.what: f.reason for f in removal.forgotten}
     assert gone["bob's diffusion guide (tiny)"] == "it learned from alice's photos"
     assert "bob's diffusion generator (tiny)" not in gone and unet_lora_kind("tiny") in store.load("bob").artifacts
+
+
+def test_enroll_going_on_from_a_library_learned_generic_model_keeps_its_record():
+    from facefix.training.fast import train_fast
+
+    store, generic = ProfileStore(), GenericStore()
+    crops = np.full((2, 512, 512, 3), 128, np.uint8)
+    learned = train_fast(crops, budget_s=30, max_steps=1, model_config=TINY_CONFIG, config=TINY_TRAIN)
+    library = Provenance.of(["dave"], photos=["ef" * 32], folders=["/lib"], matched=["dave"])
+    generic.commit_artifact(FAST_KIND, learned.tensors, {**learned.settings, "name": "generic", KEY: library.to_settings()})
+    _enroll(store, "alice", seed=1)
+    _train(store, generic, "alice")
+    record = Provenance.from_settings(generic.load().artifacts[FAST_KIND].settings)
+    assert record.people == ("alice", "dave") and record.photos == ("ef" * 32,) and record.folders == ("/lib",)
+    assert record.matched == ("dave",), "alice was not enrolled when the library's faces were matched"
+    alice = Provenance.from_settings(store.load("alice").artifacts[FAST_KIND].settings)
+    assert alice.folders == ("/lib",) and "dave" in alice.people
