@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from facefix.enroll.fast import GENERIC_SHARE_NEW
+from facefix.enroll.fusion import FUSION_SHARE
 from facefix.enroll.select import scan_photos, select_references
 from facefix.errors import UsageError
 from facefix.evaluate.run import BASELINE, evaluate_person
@@ -39,8 +40,8 @@ def test_eval_scores_every_method_at_both_levels_and_leaves_the_profile(astro):
     stages = []
     report = evaluate_person("astro", store=store, analyzer=analyzer, holdout=2, budget_s=600, max_steps=15,
                              model_config=TINY_CONFIG, train_config=TrainConfig(patch=128, batch=4, warmup_steps=2),
-                             on_stage=lambda label, seconds: stages.append(seconds))
-    # the budget is split as a first enroll splits it
+                             on_stage=lambda label, seconds: stages.append(seconds), fusion=False)
+    # the budget is split as a first enroll splits it (without the fusion: see the next test)
     assert stages == pytest.approx([600 * GENERIC_SHARE_NEW, 600 * (1 - GENERIC_SHARE_NEW)])
     assert len(report.held_out) == 2 and report.train_references == 3
     # the person's model then their references, as restore does
@@ -64,6 +65,19 @@ def test_eval_scores_every_method_at_both_levels_and_leaves_the_profile(astro):
     assert after.artifacts == before.artifacts == {}, "eval does not change the profile"
     with pytest.raises(Exception, match="--holdout must be between 1 and 4"):
         evaluate_person("astro", store=store, analyzer=analyzer, holdout=5)
+
+
+def test_eval_learns_the_reference_fusion_as_enroll_does(astro):
+    store, analyzer = astro
+    stages = []
+    report = evaluate_person("astro", store=store, analyzer=analyzer, holdout=2, budget_s=40, max_steps=4,
+                             model_config=TINY_CONFIG, train_config=TrainConfig(patch=128, batch=4, warmup_steps=2),
+                             on_stage=lambda label, seconds: stages.append((label, seconds)))
+    fast = 40 * (1 - FUSION_SHARE)
+    assert [s for _, s in stages] == pytest.approx([fast * GENERIC_SHARE_NEW, fast * (1 - GENERIC_SHARE_NEW),
+                                                    40 * FUSION_SHARE])
+    assert "reference fusion" in stages[-1][0] and 0 < report.steps["fusion"] <= 4
+    assert report.methods == (BASELINE, "generic", "person", "person+refs")
 
 
 def test_eval_scores_small_faces_at_their_own_size(astro):

@@ -30,6 +30,8 @@ def eval_command(
     references: Annotated[bool, typer.Option(
         "--references/--no-references",
         help="Also score NAME's model followed by NAME's kept references (as restore does).")] = True,
+    fusion: Annotated[bool, typer.Option(help="With --references, learn the reference fusion as enroll does "
+                                              "(a quarter of --budget).")] = True,
     backend: BackendOpt = "auto",
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
@@ -56,7 +58,7 @@ def eval_command(
 
         report = evaluate_person(name, store=store, analyzer=analyzer, holdout=holdout, budget_s=budget * 60,
                                  seed=seed, device=device, on_stage=on_stage, on_step=on_step, face_sizes=face_size,
-                                 references=references)
+                                 references=references, fusion=fusion)
     target = sheet or Path(f"{name}_eval.png")
     write_photo(Photo(report.sheet_u8(), PhotoMeta(format="PNG", mode="RGB")), target)
     if json_out:

@@ -22,6 +22,7 @@ import numpy as np
 
 from facefix.common.devices import resolve_device
 from facefix.enroll.fast import GENERIC_SHARE_NEW
+from facefix.enroll.fusion import FUSION_SHARE, can_learn_fusion
 from facefix.errors import UsageError
 from facefix.faces import FaceAnalyzer
 from facefix.faces.landmarks import aligned_landmarks68
@@ -30,7 +31,7 @@ from facefix.quality.degrade import LEVELS, degrade_level, resize_like_alignment
 from facefix.quality.metrics import expression_error, psnr, sharpness_ratio, ssim
 from facefix.quality.same_photo import photo_groups
 from facefix.restorers.guides import GuideSet
-from facefix.restorers.reference import ReferenceRestorer
+from facefix.restorers.reference import LEARNED_FROM, ReferenceRestorer
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,7 @@ def evaluate_person(
     face_sizes: Sequence[int] | None = None,
     generic_share: float | None = None,
     references: bool = True,
+    fusion: bool = True,
 ) -> EvalReport:
     """Hold out ``holdout`` references of ``name``, train without them, and score.
 
@@ -211,7 +213,10 @@ def evaluate_person(
         references: also score ``person+refs``: the person's model followed by their kept
             references (:class:`facefix.restorers.reference.ReferenceRestorer`), as
             restore does. Ignored with ``trained`` (pass it there).
-        generic_share: share of ``budget_s`` for the generic model (default: enroll's
+        fusion: with ``references``, also learn the reference fusion on the person's model
+            (:data:`facefix.enroll.fusion.FUSION_SHARE` of ``budget_s``, as enroll does) and
+            use it for faces blurred past :data:`facefix.restorers.reference.LEARNED_FROM`.
+        generic_share: share of ``budget_s`` (less the fusion's) for the generic model (default: enroll's
             share for a first enrolment, :data:`facefix.enroll.fast.GENERIC_SHARE_NEW`).
     """
     from facefix.training.fast import train_fast
@@ -227,7 +232,11 @@ def evaluate_person(
             raise UsageError(f"trained needs at least one restorer, named other than {BASELINE!r} and 'original' "
                              f"(the sheet's columns); got {sorted(trained)}")
     else:
-        # 1. train both models without the held-out references (scratch dirs, profile untouched)
+        # 1. train both models without the held-out references (scratch dirs, profile untouched),
+        # and the reference fusion on the person's model, in enroll's shares of the budget
+        fusion = references and fusion and can_learn_fusion(crops[train_idx])
+        fusion_s = budget_s * FUSION_SHARE if fusion else 0.0
+        budget_s -= fusion_s
         with tempfile.TemporaryDirectory(prefix="facefix-eval-") as tmp:
             generic_s = budget_s * (GENERIC_SHARE_NEW if generic_share is None else generic_share)
             if on_stage:
@@ -245,9 +254,21 @@ def evaluate_person(
         steps = {"generic": generic.steps, "person": person.steps}
         if references:
             # what restore does for an enrolled person: their model, then their references
-            # (the kept ones only: a held-out photo must not guide its own restoration)
+            # (the kept ones only: a held-out photo must not guide its own restoration),
+            # fused by the learned fusion past LEARNED_FROM when enroll would learn one
+            learned = None
+            if fusion:
+                from facefix.training.fusion_train import train_fusion
+
+                if on_stage:
+                    on_stage(f"{name}'s reference fusion (eval)", fusion_s)
+                trained_fusion = train_fusion(crops[train_idx], restorers["person"], budget_s=fusion_s, seed=seed,
+                                              max_steps=max_steps)
+                steps["fusion"] = trained_fusion.steps
+                learned = trained_fusion.net if trained_fusion.steps else None
             restorers["person+refs"] = ReferenceRestorer(
-                restorers["person"], GuideSet.from_crops(crops[train_idx], name), name=f"fast/{name}+refs (eval)")
+                restorers["person"], GuideSet.from_crops(crops[train_idx], name), name=f"fast/{name}+refs (eval)",
+                fusion=learned, learned_from=LEARNED_FROM)
     # 2. degrade the held-out faces at fixed levels and score each method
     template = crops.shape[1]
     sizes = tuple(face_sizes or (template,))
