@@ -195,3 +195,35 @@ def test_enroll_going_on_from_a_library_learned_generic_model_keeps_its_record()
     assert record.matched == ("dave",), "alice was not enrolled when the library's faces were matched"
     alice = Provenance.from_settings(store.load("alice").artifacts[FAST_KIND].settings)
     assert alice.folders == ("/lib",) and "dave" in alice.people
+
+
+@pytest.mark.slow
+def test_an_album_adapted_restorer_records_the_albums_people_and_goes_with_them(enrolled_home, tmp_path, monkeypatch):
+    from clirun import facefix
+    from PIL import Image
+    from tiny_diffusion import save_tiny_model_set
+
+    from facefix.common.files import file_sha256
+    from facefix.photos import read_photo, samples
+    from facefix.quality.degrade import degrade_fixed
+
+    home = enrolled_home
+    monkeypatch.setenv("FACEFIX_HOME", str(home))
+    album = tmp_path / "album"
+    album.mkdir()
+    rgb = read_photo(samples.skimage_image("astronaut.png")).rgb_float()
+    old = (degrade_fixed(rgb, 2, 2, 8, 50, seed=0) * 255 + 0.5).astype(np.uint8)
+    Image.fromarray(old).save(album / "old.jpg", quality=80)
+    model_set = save_tiny_model_set(tmp_path / "tiny_set")
+    made = facefix("adapt", album, "--model-set", model_set, "--budget", "0.5", "--max-steps", "2", "--name", "shoebox",
+                   home=home)
+    assert made.returncode == 0, made.stderr
+    record = AdaptedStore().slot("shoebox").load().artifacts[FAST_KIND].settings[KEY]
+    assert record["direct"] == ["astro"], "the album's face is astro's"
+    assert record["photos"] == [file_sha256(album / "old.jpg")] and record["folders"] == [str(album.resolve())]
+    assert record["matched"] == ["astro"] and record["start"] == "fast/generic"
+    rm = facefix("profiles", "rm", "astro", "--yes", home=home)
+    assert rm.returncode == 0, rm.stderr
+    assert (f"adapted restorer 'shoebox': removed, it learned from astro's photos; run 'facefix adapt {album.resolve()} "
+            "--name shoebox' to rebuild it") in " ".join(rm.stderr.split())
+    assert AdaptedStore().names() == []
