@@ -4,6 +4,7 @@ here), with whose photos it learned from; a library without enough sharp faces g
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -113,3 +114,21 @@ def test_validation_holds_out_whole_photos():
     assert not {t.face.source for t in train} & {t.face.source for t in held}
     one_photo = [ScoredFace(Face("p0"), 1.0, 1.0, 0.0, 1.0)] * 5
     assert split_by_photo(one_photo, digests, share=0.5, limit=16) == (one_photo, [])
+
+
+@pytest.mark.slow
+def test_learn_resumes_from_its_checkpoint(tmp_path):
+    from facefix.learn.api import LearnOptions, learn
+    from facefix.restorers.fast import TINY_CONFIG
+    from facefix.training.loop import TrainConfig
+
+    library = tmp_path / "library"
+    _library(library)
+    options = LearnOptions(budget_minutes=1, min_face=30, max_blur=1.8, min_targets=4, max_steps=2,
+                           model_config=TINY_CONFIG, train_config=TrainConfig(patch=64, batch=2, warmup_steps=1))
+    first = learn(library, options)
+    assert first.steps == 2 and first.started_from == "classical/generic"
+    again = learn(library, replace(options, resume=True, max_steps=4))
+    assert again.steps == 4, "two more steps from the checkpoint, not four from the start"
+    assert again.started_from == "fast/generic"
+    assert GenericStore().load().artifacts[FAST_KIND].settings["training"]["steps"] == 4
