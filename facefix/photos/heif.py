@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facefix.common.quiet import c_output_caught
 from facefix.errors import PhotoError
 from facefix.photos import metadata as md
 from facefix.photos.exif import upright_exif
@@ -66,10 +67,11 @@ def read_heif(path: Path, data: bytes, check_size: Callable[[tuple[int, int]], N
     """
     pillow_heif = _pillow_heif(path, "reading")
     try:
-        heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
-        primary = heif[heif.primary_index]
-        check_size(primary.size)
-        pixels = np.asarray(primary)
+        with c_output_caught():
+            heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
+            primary = heif[heif.primary_index]
+            check_size(primary.size)
+            pixels = np.asarray(primary)
     except PhotoError:
         raise
     except (RuntimeError, ValueError, OSError, EOFError) as exc:
@@ -119,5 +121,6 @@ def write_heif(tmp: Path, pixels: np.ndarray, path: Path, *, quality: int | None
     heif = pillow_heif.from_bytes(mode=mode, size=(w, h), data=np.ascontiguousarray(pixels).tobytes())
     if icc:
         heif[0].info["icc_profile"] = icc
-    heif.save(str(tmp), format="HEIF", quality=int(quality or DEFAULT_HEIF_QUALITY),
-              exif=exif, xmp=xmp)
+    with c_output_caught():
+        heif.save(str(tmp), format="HEIF", quality=int(quality or DEFAULT_HEIF_QUALITY),
+                  exif=exif, xmp=xmp)

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 from PIL import Image, JpegImagePlugin
 
+from facefix.common.quiet import c_output_caught
 from facefix.photos import metadata as md
 from facefix.photos.exif import TRANSPOSE
 
@@ -213,7 +214,8 @@ def _turn_picture(picture: bytes, orientation: int) -> bytes:
     if sampling:
         params["subsampling"] = sampling if sampling in ENCODER_SUBSAMPLINGS else "4:4:4"
     out = io.BytesIO()
-    turned.save(out, "JPEG", **params)
+    with c_output_caught():  # libjpeg's notes ("Caution: quantization tables are too coarse")
+        turned.save(out, "JPEG", **params)
     body = out.getvalue()
     header, pos = b"", 2
     end = _metadata_end(picture)

@@ -19,6 +19,7 @@ from PIL import (
 )
 
 from facefix.common.paths import MAX_PIXELS_ENV, max_pixels_override
+from facefix.common.quiet import c_output_caught, quiet_decoders
 from facefix.errors import PhotoError
 from facefix.photos import bmp, heif, jpeg, layout, png, tiff, unsupported
 from facefix.photos import exif as exif_md
@@ -234,6 +235,11 @@ def read_photo(path: Path | str, *, max_pixels: int | None = None) -> Photo:
     """
     path = Path(path)
     limit = _max_pixels(max_pixels)
+    with quiet_decoders(path):  # libtiff, libpng, Pillow's warnings: to the debug log, not the console
+        return _read_photo(path, limit)
+
+
+def _read_photo(path: Path, limit: int) -> Photo:
     data = _read_bytes(path)
     container = heif.container_kind(data)
     if container == "HEIF":
@@ -241,7 +247,8 @@ def read_photo(path: Path | str, *, max_pixels: int | None = None) -> Photo:
     if container == "AVIF" and not features.check("avif"):
         raise PhotoError(f"{path}: is an AVIF photo, and this Pillow was built without AVIF "
                          "support; upgrade it with 'pip install --upgrade pillow'")
-    im, sixteen, tiff_orientation = _decode(path, data, limit)
+    with c_output_caught():  # libtiff's errors inside Pillow
+        im, sixteen, tiff_orientation = _decode(path, data, limit)
     source_mode, fmt = im.mode, im.format or "unknown"
     frames = int(getattr(im, "n_frames", 1))
     if fmt == "MPO":  # a phone JPEG with extra pictures (depth map, preview): still a JPEG
@@ -277,7 +284,8 @@ def read_photo(path: Path | str, *, max_pixels: int | None = None) -> Photo:
         # OpenCV.
         gray_alpha = sixteen.startswith("LA")
         source_mode = "LA" if gray_alpha else source_mode
-        pixels = _decode_16bit_color(path, data, gray_alpha, pixels, orientation)
+        with c_output_caught():  # libpng's warnings inside OpenCV (a bad iCCP chunk)
+            pixels = _decode_16bit_color(path, data, gray_alpha, pixels, orientation)
     pixels = np.ascontiguousarray(pixels)
 
     size = (pixels.shape[1], pixels.shape[0])

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin, features
 
 from facefix.common.atomic import atomic_output
+from facefix.common.quiet import c_output_caught, quiet_decoders
 from facefix.errors import PhotoError
 from facefix.photos import bmp, heif, jpeg
 from facefix.photos import exif as exif_md
@@ -194,6 +195,7 @@ def write_photo(photo: Photo, path: Path | str, *, format: str | None = None,
     EXIF's ExifImageWidth/Height are set to the written size.
     A metadata field the format cannot carry is dropped with a warning, as is
     an ICC profile that no longer matches the pixels (e.g. gray written as RGB).
+    What the encoders print (libjpeg's notes) is logged at debug level, not printed.
 
     Args:
         photo: what to write.
@@ -245,7 +247,7 @@ def write_photo(photo: Photo, path: Path | str, *, format: str | None = None,
     png_chunks = kept["PNG text and colour chunks"] or ()
 
     try:
-        with atomic_output(path) as tmp:
+        with atomic_output(path) as tmp, quiet_decoders(path):
             if fmt == "HEIF":
                 heif.write_heif(tmp, pixels, path, quality=quality, exif=exif, icc=icc, xmp=xmp)
             elif fmt == "BMP" and (icc or channels == 4):  # Pillow's BMP writer has neither
@@ -272,7 +274,8 @@ def write_photo(photo: Photo, path: Path | str, *, format: str | None = None,
                                pictures=kept["MPF pictures"] or (),
                                quality=int(quality or meta.jpeg_quality or DEFAULT_JPEG_QUALITY))
                 else:
-                    _pil_image(pixels).save(tmp, format=fmt, **params)
+                    with c_output_caught():
+                        _pil_image(pixels).save(tmp, format=fmt, **params)
     except PhotoError:
         raise
     except (OSError, ValueError) as exc:
@@ -290,18 +293,21 @@ def _save_jpeg(tmp: Path, image: Image.Image, params: dict, *, photoshop: bytes 
     params["extra"] = extra + jpeg.segments(photoshop, comments)
     sampling = params.get("subsampling")
     if not pictures and sampling not in jpeg.OPENCV_SUBSAMPLINGS:
-        image.save(tmp, format="JPEG", **params)
+        with c_output_caught():  # libjpeg's notes ("Caution: quantization tables are too coarse")
+            image.save(tmp, format="JPEG", **params)
         return
     buffer = io.BytesIO()
-    if sampling in jpeg.OPENCV_SUBSAMPLINGS:  # Pillow's encoder has no 4:4:0 / 4:1:1
-        header = {k: v for k, v in params.items()
-                  if k not in ("subsampling", "qtables", "progressive", "quality")}
-        Image.new("RGB", (8, 8)).save(buffer, format="JPEG", **header)
-        data = jpeg.encode_with_opencv(np.asarray(image), buffer.getvalue(), quality=quality,
-                                       sampling=sampling, progressive=bool(params.get("progressive")))
-    else:
-        image.save(buffer, format="JPEG", **params)
-        data = buffer.getvalue()
+    with c_output_caught():
+        if sampling in jpeg.OPENCV_SUBSAMPLINGS:  # Pillow's encoder has no 4:4:0 / 4:1:1
+            header = {k: v for k, v in params.items()
+                      if k not in ("subsampling", "qtables", "progressive", "quality")}
+            Image.new("RGB", (8, 8)).save(buffer, format="JPEG", **header)
+            data = jpeg.encode_with_opencv(np.asarray(image), buffer.getvalue(), quality=quality,
+                                           sampling=sampling,
+                                           progressive=bool(params.get("progressive")))
+        else:
+            image.save(buffer, format="JPEG", **params)
+            data = buffer.getvalue()
     tmp.write_bytes(jpeg.join_mpf(data, pictures) if pictures else data)
 
 
