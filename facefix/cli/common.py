@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from facefix.common.paths import debug_enabled
 from facefix.restore.report import printable
@@ -96,3 +98,59 @@ def make_progress(*fields: str, count: bool = True, transient: bool = True, disa
     columns += [TextColumn(f) for f in fields]
     columns += [TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
     return Progress(*columns, console=err, transient=transient, disable=disable)
+
+
+class _NamedArgument(TyperArgument):
+    """An argument shown as conventional CLIs show one: its name (``PHOTO_OR_FOLDER...``), no type."""
+
+    def display_type_rich(self, ctx: typer.Context) -> str | None:
+        return None  # Typer's own would add "<list[Path]>" beside the name
+
+    def get_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        return [self.metavar if self.required else f"[{self.metavar}]"]  # Typer's: "{NAME}..."
+
+
+#: Value names of the types the commands take, as click names them.
+_VALUE_NAMES = {int: "INTEGER", float: "FLOAT", str: "TEXT", Path: "PATH"}
+
+
+def _value_name(option: TyperOption) -> str:
+    kind = option.type_descriptor
+    if kind.is_choice:
+        return "[" + "|".join(str(c.value if isinstance(c, Enum) else c) for c in kind.choices or ()) + "]"
+    if kind.is_path:
+        return "PATH"
+    annotation = get_args(kind.annotation)[0] if kind.is_list else kind.annotation
+    return _VALUE_NAMES.get(annotation, str(annotation).upper())
+
+
+def conventional_help(command: typer.core.TyperCommand | TyperGroup) -> None:
+    """Make ``command``'s help (and its sub-commands') read as a conventional CLI's.
+
+    With ``rich_markup_mode=None`` (see :func:`facefix.cli.main.build_app`) Typer
+    already shows flags without a type; this names each option's value as click
+    does (``INTEGER``, ``FLOAT``, ``PATH``, ``TEXT``, ``[same|jpg|png]``) where
+    the declaration gave no ``metavar``, and shows arguments by their name alone,
+    ``...`` after a variadic one (``PHOTO_OR_FOLDER...``), in the list and in the
+    usage line. Typer has no setting for the arguments: their class is changed to
+    a subclass overriding the two methods that draw them (tests/test_cli_help.py
+    pins the result, so a Typer release that draws them otherwise fails there).
+    """
+    for param in command.params:
+        if isinstance(param, TyperArgument):
+            name = param.metavar or param.name.upper()
+            param.metavar = name + ("..." if param.nargs != 1 and not name.endswith("...") else "")
+            param.__class__ = _NamedArgument
+        elif isinstance(param, TyperOption) and param.metavar is None and not (param.is_flag or param.count):
+            param.metavar = _value_name(param)
+    if isinstance(command, TyperGroup):
+        for sub in command.commands.values():
+            conventional_help(sub)
+
+
+class ConventionalHelpGroup(TyperGroup):
+    """The ``facefix`` group: its commands' help made conventional (:func:`conventional_help`) once, when built."""
+
+    def __init__(self, **attrs) -> None:
+        super().__init__(**attrs)
+        conventional_help(self)

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from facefix import __version__
-from facefix.cli.common import debug_enabled, err, setup_logging
+from facefix.cli.common import ConventionalHelpGroup, debug_enabled, err, setup_logging
 from facefix.errors import FacefixError
 
 # Set before torch loads OpenMP: a passive wait keeps a busy machine (a batch
@@ -53,6 +53,10 @@ def build_app() -> typer.Typer:
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         add_completion=False,
+        # Help as conventional CLIs print it (flags without a type, "-p, --person TEXT"),
+        # not Typer's rich panels, with the value and argument names of conventional_help.
+        rich_markup_mode=None,
+        cls=ConventionalHelpGroup,
     )
     app.callback()(_root)
     app.command("doctor")(doctor.doctor_command)

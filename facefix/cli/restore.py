@@ -73,7 +73,7 @@ def restore_command(
     device: DeviceOpt = "auto",
     devices: Annotated[str | None, typer.Option(
         "--devices", help="Spread restoration over these devices, one worker each: 'cuda:0,cuda:1'.")] = None,
-    cluster: Annotated[str | None, typer.Option("--cluster", metavar="ADDRESS", help=escape(CLUSTER_HELP))] = None,
+    cluster: Annotated[str | None, typer.Option("--cluster", metavar="ADDRESS", help=CLUSTER_HELP)] = None,
     cluster_workers: Annotated[int | None, typer.Option(
         "--cluster-workers", help="Workers on the cluster (default: one per GPU, else one per CPU).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo photos an earlier run already finished.")] = False,
