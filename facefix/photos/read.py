@@ -235,12 +235,12 @@ def read_photo(path: Path | str, *, max_pixels: int | None = None) -> Photo:
     """
     path = Path(path)
     limit = _max_pixels(max_pixels)
+    data = _read_bytes(path)  # outside the capture's lock: a slow disk must not hold up a write
     with quiet_decoders(path):  # libtiff, libpng, Pillow's warnings: to the debug log, not the console
-        return _read_photo(path, limit)
+        return _read_photo(path, data, limit)
 
 
-def _read_photo(path: Path, limit: int) -> Photo:
-    data = _read_bytes(path)
+def _read_photo(path: Path, data: bytes, limit: int) -> Photo:
     container = heif.container_kind(data)
     if container == "HEIF":
         return heif.read_heif(path, data, lambda size: check_size(path, size, limit))
