@@ -4,12 +4,14 @@ The files are built here: a TIFF with a private tag of no valid type (Pillow's
 libtiff prints an error line, tifffile logs one), a TIFF whose tag points past
 the end of the file (Pillow's "Truncated File Read" warning), a 16-bit PNG
 with a bad iCCP chunk (decoded by OpenCV, whose libpng prints a warning), a
-JPEG with 16-bit quantization tables (Pillow's libjpeg prints a note when it
+16-bit LZW TIFF with a private tag (decoded by OpenCV when tifffile lacks
+imagecodecs; OpenCV's logger prints libtiff's warning), a JPEG with 16-bit quantization tables (Pillow's libjpeg prints a note when it
 is written again with them).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import logging
 import struct
@@ -30,7 +32,7 @@ from facefix.photos import read_photo, write_photo
 
 #: What each library prints on its own, as the first words of a line.
 RAW = ("TIFFFetchNormalTag", "libpng warning", "<TiffTag.fromfile>", "Caution: quantization tables",
-       "UserWarning", "warnings.warn")
+       "UserWarning", "warnings.warn", "[ WARN:")
 
 
 def _pixels(size: int = 24, dtype=np.uint8) -> np.ndarray:
@@ -66,6 +68,22 @@ def png16_bad_iccp(path: Path) -> Path:
     body = b"bad\x00\x00" + zlib.compress(b"not a profile")
     chunk = struct.pack(">I", len(body)) + b"iCCP" + body + struct.pack(">I", zlib.crc32(b"iCCP" + body))
     path.write_bytes(png[:33] + chunk + png[33:])  # after IHDR
+    return path
+
+
+def tiff16_lzw_private_tag(path: Path) -> Path:
+    """A 16-bit RGB TIFF in LZW strips (OpenCV's encoder) with private tag 65000 added to its IFD."""
+    import cv2
+
+    data = bytearray(cv2.imencode(".tif", _pixels(dtype=np.uint16))[1].tobytes())
+    (ifd,) = struct.unpack_from("<I", data, 4)
+    (count,) = struct.unpack_from("<H", data, ifd)
+    entries = [bytes(data[ifd + 2 + 12 * i:ifd + 14 + 12 * i]) for i in range(count)]
+    following = bytes(data[ifd + 2 + 12 * count:ifd + 6 + 12 * count])
+    entries = sorted([*entries, struct.pack("<HHIHH", 65000, 3, 1, 7, 0)], key=lambda e: e[:2][::-1])
+    data += b"\0" * (len(data) % 2)
+    struct.pack_into("<I", data, 4, len(data))  # the new IFD, at the end
+    path.write_bytes(bytes(data) + struct.pack("<H", len(entries)) + b"".join(entries) + following)
     return path
 
 
@@ -114,6 +132,16 @@ def test_opencv_libpng_warning_goes_to_the_debug_line(tmp_path, capfd, debug_log
     assert photo.pixels.dtype == np.uint16
     assert raw_lines(capfd.readouterr().err) == []
     assert "libpng warning: iCCP" in said(debug_log, str(tmp_path / "deep.png"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("imagecodecs") is not None,
+                    reason="with imagecodecs, tifffile decodes LZW and OpenCV is not used")
+def test_opencv_logger_line_for_a_16bit_lzw_tiff_goes_to_the_debug_line(tmp_path, capfd, debug_log):
+    photo = read_photo(tiff16_lzw_private_tag(tmp_path / "scan16.tif"))
+    assert photo.pixels.dtype == np.uint16
+    assert raw_lines(capfd.readouterr().err) == []
+    line = said(debug_log, str(tmp_path / "scan16.tif"))
+    assert "grfmt_tiff.cpp" in line and "Unknown field with tag 65000" in line
 
 
 def test_libjpeg_note_on_writing_goes_to_the_debug_line(tmp_path, capfd, debug_log):
