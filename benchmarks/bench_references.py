@@ -100,6 +100,8 @@ def main() -> int:
     parser.add_argument("--learned-base", choices=("person", "classical", "both"), default="person",
                         help="which pre-cleaner the learned fusion is trained with and used on (classical: "
                         "the weight-free one, which has not memorised the references; works without --budget)")
+    parser.add_argument("--generic-refs", action="store_true",
+                        help="also the generic model as the references' pre-cleaner (hand-made fusion)")
     parser.add_argument("--fusions", type=Path, help="keep/reuse the learned fusions here (outside the repository; "
                         "only valid with the same split, base and --models)")
     parser.add_argument("--cache", type=Path, help="keep the fusion's training pairs here (outside the repository)")
@@ -148,6 +150,8 @@ def main() -> int:
             generic, person, steps = trained_models(name, sets, args)
             methods = {"generic": generic, "person": person,
                        "person+refs": ReferenceRestorer(person, guides, fusion, name="person+refs")}
+            if args.generic_refs:
+                methods["generic+refs"] = ReferenceRestorer(generic, guides, fusion, name="generic+refs")
         bases = {"person": methods.get("person"), "classical": classical}
         chosen = ("person", "classical") if args.learned_base == "both" else (args.learned_base,)
         learned_methods = {}
