@@ -148,11 +148,21 @@ def reset_xmp_orientation(xmp: bytes) -> bytes:
     return xmp
 
 
+#: The data colour-space signatures the ICC specification defines (ICC.1:2022, table 19):
+#: the header's bytes 16-20 hold one of these in a profile that can be read.
+ICC_COLOR_SPACES = frozenset(
+    [b"XYZ ", b"Lab ", b"Luv ", b"YCbr", b"Yxy ", b"RGB ", b"GRAY", b"HSV ", b"HLS ", b"CMYK", b"CMY "]
+    + [f"{n:X}CLR".encode() for n in range(2, 16)]  # 2CLR .. FCLR: 2 to 15 colorants
+)
+
+
 def icc_color_space(icc: bytes | None) -> str | None:
-    """The data colour space an ICC profile declares: "RGB", "GRAY", "CMYK", ..."""
-    if not icc or len(icc) < 20:
+    """The data colour space an ICC profile declares ("RGB", "GRAY", "CMYK", ...), or None
+    when its header holds no colour-space signature the ICC specification defines (junk
+    read as a profile: its bytes 16-20 are not a colour space and are never shown)."""
+    if not icc or len(icc) < 20 or icc[16:20] not in ICC_COLOR_SPACES:
         return None
-    return icc[16:20].decode("ascii", "replace").strip()
+    return icc[16:20].decode("ascii").strip()
 
 
 def icc_label(icc: bytes | None) -> str:
