@@ -92,7 +92,7 @@ def test_cluster_run_matches_the_local_run(ray_cluster, enrolled_home, tmp_path,
     assert local.returncode == cluster.returncode == 1, cluster.stderr  # the damaged file failed, the run went on
     local_files, cluster_files = files(local_out), files(cluster_out)
     assert len(local_files) == 6, sorted(local_files)  # 5 astronauts + the group photo (coffee: no face, no file)
-    assert cluster_files.keys() == local_files.keys()
+    assert cluster_files.keys() == local_files.keys(), cluster.stderr
     assert [n for n in local_files if cluster_files[n] != local_files[n]] == [], "the same bytes"
     local_report = report_records(Path("local.jsonl"), local_out)
     assert report_records(Path("cluster.jsonl"), cluster_out) == local_report

@@ -94,7 +94,7 @@ class _Driver:
         self.workers: list = []
         self.load: list[int] = []  # photos in flight per worker
         self.dead: set[int] = set()  # workers that died (their photos were reported failed)
-        self.inflight: dict = {}  # object ref -> (worker index, job)
+        self.inflight: dict = {}  # object ref -> (worker index, job, why it is done)
         self.busy: set = set()  # sources in flight (a file named twice waits for its first run)
 
     def run(self) -> None:
@@ -150,7 +150,7 @@ class _Driver:
             self._collect()
         index = self._least_busy()[1]
         ref = self.workers[index].restore.remote(job, decision)
-        self.inflight[ref] = (index, job)
+        self.inflight[ref] = (index, job, "new" if isinstance(decision, OSError) else decision.why)
         self.load[index] += 1
         self.busy.add(job.source)
 
@@ -166,14 +166,14 @@ class _Driver:
         ray = self.ray
         ready, _ = ray.wait(list(self.inflight), num_returns=1)
         for ref in ready:
-            index, job = self.inflight.pop(ref)
+            index, job, why = self.inflight.pop(ref)
             self.load[index] -= 1
             self.busy.discard(job.source)
             try:
                 outcome, call = ray.get(ref)
             except ray.exceptions.RayActorError as exc:
                 self.dead.add(index)
-                outcome, call = Outcome(job, "failed", error=(
+                outcome, call = Outcome(job, "failed", why, error=(
                     f"{job.source}: the cluster worker restoring it died ({type(exc).__name__}); rerun to retry "
                     "it, and if it dies again give the workers more memory or lower FACEFIX_MAX_PIXELS")), None
             self.heard(self._recorded(outcome, call))
