@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facefix.common.files import file_sha256, json_key
+from facefix.common.text import is_utf8
 from facefix.errors import UsageError
 
 STATE_NAME = ".facefix-runs.sqlite"
@@ -42,11 +43,7 @@ def _db_text(path: str) -> str | bytes:
     earlier record holds it), else its raw file-system bytes (a BLOB), since a
     name with a non-UTF-8 byte (surrogate-escaped in Python) cannot be encoded
     as text and must still round-trip exactly."""
-    try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        return os.fsencode(path)
+    return path if is_utf8(path) else os.fsencode(path)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -35,6 +35,7 @@ import threading
 from pathlib import Path
 from typing import IO
 
+from facefix.common.text import is_utf8
 from facefix.errors import UsageError
 from facefix.restore.runner import Outcome
 
@@ -54,19 +55,11 @@ def json_safe(record: dict) -> dict:
     for key, value in record.items():
         if isinstance(value, str):
             safe[key] = printable(value)
-            if key in _PATH_KEYS and _not_utf8(value):
+            if key in _PATH_KEYS and not is_utf8(value):
                 safe[f"{key}_bytes"] = base64.b64encode(os.fsencode(value)).decode("ascii")
         else:
             safe[key] = value
     return safe
-
-
-def _not_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-        return False
-    except UnicodeEncodeError:
-        return True
 
 
 def outcome_records(outcome: Outcome) -> list[dict]:
