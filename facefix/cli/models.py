@@ -104,13 +104,15 @@ def add_set(
                                               "file (control_v11f1e_sd15_tile.pth, .safetensors); default: the "
                                               "default set's (lllyasviel/control_v11f1e_sd15_tile).",
                                               show_default=False)] = None,
-    variant: Annotated[str | None, typer.Option("--variant", help="Weight variant of the base's files, e.g. fp16.")] = None,
+    variant: Annotated[str, typer.Option("--variant", help="Weight variant of the base's files: 'auto' (fp16 for a "
+                                         "hub base, its fp32 files where the repository has no fp16 ones; a local "
+                                         "base as it is), 'none' (fp32), or one the repository names (fp16).")] = "auto",
 ) -> None:
     """Name a model set (a base and a guide) so that --model-set NAME finds it; hub ids are fetched by 'models pull NAME'."""
     from facefix.modelsets.hub import is_available
     from facefix.modelsets.registry import add_model_set
 
-    model_set = add_model_set(name, base=base, guide=guide, variant=variant)
+    model_set = add_model_set(name, base=base, guide=guide, variant=None if variant.lower() == "none" else variant)
     here = "its weights are here" if is_available(model_set) else f"fetch it with `{model_set.pull_command}`"
     err.print(f"added model set {escape(name)} ({escape(model_set.base)} + {escape(model_set.guide)}); {here}",
               highlight=False)

@@ -178,13 +178,32 @@ def user_model_sets() -> dict[str, ModelSet]:
     return found
 
 
-def add_model_set(name: str, *, base: str, guide: str | None = None, variant: str | None = None,
+#: ``add_model_set``'s ``variant`` when none is named: see :func:`default_variant`.
+AUTO_VARIANT = "auto"
+
+
+def default_variant(base: str) -> str | None:
+    """The weight variant of ``base`` when the user names none.
+
+    A hub base follows the registered default set's policy (``fp16``): ``pull``
+    fetches a part's ``*.fp16.safetensors`` where the repository lists them and
+    its full-precision files where it does not (:func:`facefix.modelsets.hub.pull_patterns`),
+    so an fp32 download (about twice the size) happens only when the repository
+    has nothing smaller. A local folder or file is read as it is (``None``: its
+    plain weights first, then any fp16 ones).
+    """
+    return None if is_local(base) else REGISTRY[DEFAULT_MODEL_SET].variant
+
+
+def add_model_set(name: str, *, base: str, guide: str | None = None, variant: str | None = AUTO_VARIANT,
                   condition: str = "image", description: str = "") -> ModelSet:
     """Save a model set under ``name`` so that ``--model-set NAME`` finds it (replacing one of that name).
 
     Local folders and single-file checkpoints are stored as absolute paths; hub ids as
     given (revision ``main``). Without ``guide``, the default set's guide (the SD 1.5
-    tile ControlNet, fetched by ``facefix models pull NAME``).
+    tile ControlNet, fetched by ``facefix models pull NAME``). ``variant``: the base's
+    weight variant; :data:`AUTO_VARIANT` (the default) is :func:`default_variant`'s,
+    ``None`` the full-precision files.
 
     Raises:
         UsageError: a bad name, the name of a registered set, or a local file that is
@@ -195,6 +214,8 @@ def add_model_set(name: str, *, base: str, guide: str | None = None, variant: st
     if name in REGISTRY:
         raise UsageError(f"{name!r} is a registered model set; give yours another name")
     guide = guide or REGISTRY[DEFAULT_MODEL_SET].guide
+    if variant == AUTO_VARIANT:
+        variant = default_variant(base)
     for role, value in (("--base", base), ("--guide", guide)):
         path = Path(value).expanduser()
         if path.is_file() and path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
