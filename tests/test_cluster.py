@@ -80,6 +80,14 @@ def record_rows(out: Path) -> list[tuple]:
                                  "output_size, extras, faces FROM done").fetchall())
 
 
+def rows_so_far(out: Path) -> int:
+    """Rows in a record another process is writing (0 while it is still creating the file or its table)."""
+    try:
+        return len(record_rows(out)) if (out / STATE_NAME).is_file() else 0
+    except sqlite3.OperationalError:  # "no such table" between the file's creation and its schema
+        return 0
+
+
 def test_cluster_run_matches_the_local_run(ray_cluster, enrolled_home, tmp_path, monkeypatch):
     album_with_everything(tmp_path)
     # Relative paths, as a user types them: the workers (started elsewhere) work in the driver's folder.
@@ -116,7 +124,7 @@ def test_killed_driver_leaves_whole_photos_and_the_rerun_skips_what_it_recorded(
                              "--cluster", ray_cluster], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
-        if (out / STATE_NAME).is_file() and len(record_rows(out)) >= 3:
+        if rows_so_far(out) >= 3:
             break
         time.sleep(0.02)
     assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()}"
@@ -175,8 +183,10 @@ def test_a_killed_worker_fails_only_its_photos_and_the_rerun_redoes_them(ray_clu
     while photo_workers() and time.monotonic() < deadline:  # an earlier test's workers, still exiting
         time.sleep(0.1)
     killed: list[int] = []
+    on_workers: list[int] = []
 
     def kill_a_worker(outcome) -> None:  # once the first photo is back, SIGKILL one of the two workers
+        on_workers.append(session.summary.in_flight)  # the progress bar's "on workers"
         if not killed:
             workers = photo_workers()
             assert len(workers) == 2, workers
@@ -186,6 +196,7 @@ def test_a_killed_worker_fails_only_its_photos_and_the_rerun_redoes_them(ray_clu
     with RestoreSession.open(RestoreRequest(paths=(album,), output=out)) as session:
         summary = session.run(kill_a_worker, executor=RayExecutor("auto", workers=2))
     assert killed
+    assert max(on_workers) >= 2 and summary.in_flight == 0, on_workers
     failed, restored = summary.counts["failed"], summary.counts["restored"]
     assert failed >= 1 and restored >= 1 and failed + restored == count, summary.counts
     assert all("the cluster worker restoring it died" in f for f in summary.failures), summary.failures

@@ -125,9 +125,10 @@ def run_and_print(session: RestoreSession, *, quiet: bool, json_out: bool, execu
     """Run the session with a progress bar, printing each photo's lines as it finishes, then the end."""
     total = len(session.jobs)
     rows: list = []
-    progress = make_progress("photos · faces {task.fields[faces]} · failed {task.fields[failed]}",
+    on_workers = " · on workers {task.fields[busy]}" if executor is not None else ""  # a cluster run
+    progress = make_progress("photos · faces {task.fields[faces]} · failed {task.fields[failed]}" + on_workers,
                              disable=quiet or total < 2)
-    task = progress.add_task("restoring", total=total, faces=0, failed=0)
+    task = progress.add_task("restoring", total=total, faces=0, failed=0, busy=0)
 
     def on_outcome(outcome: Outcome) -> None:
         if json_out:
@@ -142,7 +143,7 @@ def run_and_print(session: RestoreSession, *, quiet: bool, json_out: bool, execu
         elif outcome.result is not None and not json_out and total <= TABLE_LIMIT:
             rows.append(outcome.result)
         so_far = session.summary  # already counts this photo
-        progress.update(task, advance=1, faces=so_far.faces, failed=so_far.counts["failed"])
+        progress.update(task, advance=1, faces=so_far.faces, failed=so_far.counts["failed"], busy=so_far.in_flight)
 
     try:
         with progress:

@@ -153,6 +153,7 @@ class _Driver:
         self.inflight[ref] = (index, job, "new" if isinstance(decision, OSError) else decision.why)
         self.load[index] += 1
         self.busy.add(job.source)
+        self.session.summary.in_flight += 1
 
     def _least_busy(self) -> tuple[int, int]:
         """(photos in flight, index) of the living worker with the fewest."""
@@ -168,6 +169,7 @@ class _Driver:
         for ref in ready:
             index, job, why = self.inflight.pop(ref)
             self.load[index] -= 1
+            self.session.summary.in_flight -= 1
             self.busy.discard(job.source)
             try:
                 outcome, call = ray.get(ref)

@@ -106,13 +106,15 @@ class PlannedPhoto:
 
 @dataclass
 class RestoreSummary:
-    """What a run did: counts per status, faces restored, the failures' messages, wall time."""
+    """What a run did: counts per status, faces restored, the failures' messages, wall time;
+    during a cluster run, the photos on its workers now (``in_flight``)."""
 
     total: int
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
     faces: int = 0
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    in_flight: int = 0
 
     @property
     def photos_done(self) -> int:
