@@ -24,7 +24,7 @@ from facefix.common.paths import (
 )
 from facefix.errors import ModelError, UsageError
 from facefix.modelsets.registry import SINGLE_FILE_SUFFIXES, ModelSet, is_local
-from facefix.modelsets.single_file import file_revision, is_single_file
+from facefix.modelsets.single_file import file_revision, is_single_file, sample_into
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,8 @@ class ModelPaths:
         guide_dir: folder of the ControlNet, or its single file.
         base_revision: commit hash (hub) or ``local-<content hash>``.
         guide_revision: commit hash (hub) or ``local-<content hash>``.
+        base_size_revision, guide_size_revision: a local folder's :func:`size_revision`, the
+            fingerprint older facefix recorded, to recognise artifacts made with it; None otherwise.
     """
 
     model_set: ModelSet
@@ -175,10 +177,12 @@ class ModelPaths:
     guide_dir: Path
     base_revision: str
     guide_revision: str
+    base_size_revision: str | None = None
+    guide_size_revision: str | None = None
 
     def provenance(self) -> dict[str, str]:
         """What an artifact records to be refused by another model set."""
-        return {
+        found = {
             "model_set": self.model_set.name,
             "model_set_key": self.model_set.key,
             "base": self.model_set.base,
@@ -187,10 +191,36 @@ class ModelPaths:
             "guide_revision": self.guide_revision,
             "condition": self.model_set.condition,
         }
+        for key, sizes in (("base", self.base_size_revision), ("guide", self.guide_size_revision)):
+            if sizes is not None:  # a local folder only: hub and single-file provenance is as it was
+                found[f"{key}_size_revision"] = sizes
+        return found
 
 
-def _local_revision(folder: Path) -> str:
-    """A content fingerprint of a local model folder: its configs and weight sizes."""
+def folder_revision(folder: Path) -> str:
+    """A content fingerprint of a local model folder, read in about a second whatever its size.
+
+    Every file by its path in the folder: a ``.json`` (configs, shard indexes,
+    the tokenizer's) by its whole content, any other (weights, ``merges.txt``)
+    by its size and sampled chunks (:func:`~facefix.modelsets.single_file.sample_into`,
+    as a single file's revision), so two same-size fine-tunes differ.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode())
+        if path.suffix == ".json":
+            digest.update(path.read_bytes())
+        else:
+            sample_into(digest, path)
+    return "local-" + digest.hexdigest()[:16]
+
+
+def size_revision(folder: Path) -> str:
+    """The fingerprint facefix recorded for a local model folder before :func:`folder_revision`: its
+    JSON files' content and the other files' sizes only, which same-size fine-tunes share.
+
+    Kept only to recognise artifacts made with it (:func:`sizes_only_note`); it never vouches for a folder.
+    """
     digest = hashlib.sha256()
     for path in sorted(folder.rglob("*")):
         if path.is_file():
@@ -198,6 +228,27 @@ def _local_revision(folder: Path) -> str:
             digest.update(rel.encode())
             digest.update(path.read_bytes() if path.suffix == ".json" else str(path.stat().st_size).encode())
     return "local-" + digest.hexdigest()[:16]
+
+
+def sizes_only_note(key: str, settings: dict, provenance: dict) -> str | None:
+    """Why an artifact's ``key`` (``base``/``guide``) revision differs, when it is the sizes-only
+    fingerprint older facefix recorded (:func:`size_revision`) and this folder's sizes still match it.
+
+    Args:
+        key: ``base`` or ``guide``.
+        settings: the artifact's settings (its ``<key>_revision`` is what it was made with).
+        provenance: the loaded set's (:meth:`ModelPaths.provenance`).
+
+    Returns:
+        One sentence naming both fingerprints, or None when that is not what happened.
+    """
+    made, have = settings.get(f"{key}_revision"), provenance.get(f"{key}_revision")
+    sizes = provenance.get(f"{key}_size_revision")
+    if made is None or made == have or made != sizes:
+        return None
+    return (f"it was made when facefix fingerprinted a local {key} folder by its files' sizes only ({made}); "
+            f"{provenance.get(key)} has those sizes, but same-size fine-tunes share them, so facefix now "
+            f"fingerprints sampled content ({have}) and cannot tell whether these are the weights it was made with")
 
 
 def _missing_error(model_set: ModelSet, role: str, ref: str, where: str, detail: str = "") -> ModelError:
@@ -237,7 +288,7 @@ def locate_one(model_set: ModelSet, role: str) -> tuple[Path, str]:
                                  f"a file, but not a checkpoint ({', '.join(SINGLE_FILE_SUFFIXES)})")
         if not folder.exists():
             raise _missing_error(model_set, role, ref, str(folder), "no such directory or file")
-        found_revision = file_revision(folder) if folder.is_file() else _local_revision(folder)
+        found_revision = file_revision(folder) if folder.is_file() else folder_revision(folder)
     else:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import (
@@ -280,10 +331,12 @@ def locate(model_set: ModelSet) -> ModelPaths:
     """
     base_dir, base_rev = locate_one(model_set, "base")
     guide_dir, guide_rev = locate_one(model_set, "guide")
+    sizes = [size_revision(d) if is_local(ref) and d.is_dir() else None
+             for ref, d in ((model_set.base, base_dir), (model_set.guide, guide_dir))]
     converted = _converted_guide_dir(model_set.guide, guide_rev)
     if (converted / "diffusion_pytorch_model.safetensors").is_file():
         guide_dir = converted
-    return ModelPaths(model_set, base_dir, guide_dir, base_rev, guide_rev)
+    return ModelPaths(model_set, base_dir, guide_dir, base_rev, guide_rev, *sizes)
 
 
 def is_available(model_set: ModelSet) -> bool:

@@ -55,19 +55,37 @@ def is_single_file(ref: str | Path) -> bool:
     return path.suffix.lower() in SINGLE_FILE_SUFFIXES and path.is_file()
 
 
-def file_revision(path: Path, samples: int = 16, chunk: int = 1 << 16) -> str:
-    """A fingerprint of a (multi-GB) checkpoint read in a second: its size and ``samples`` evenly spaced chunks.
+#: How much of a weights file its fingerprint reads: this many evenly spaced chunks of this size.
+FINGERPRINT_SAMPLES = 16
+FINGERPRINT_CHUNK = 1 << 16
+
+
+def sample_into(digest, path: Path, samples: int = FINGERPRINT_SAMPLES, chunk: int = FINGERPRINT_CHUNK) -> None:
+    """Feed ``digest`` (a hashlib object) a file's size and ``samples`` evenly spaced ``chunk``-byte pieces.
+
+    Read in well under a second for a multi-GB checkpoint (1 MB of it), yet
+    fine-tunes of one architecture, which have the same size and layout, differ
+    in every sampled piece of their weights. The one sampler of local weights:
+    :func:`file_revision` (a single file) and the folder fingerprint of
+    :mod:`facefix.modelsets.hub` both use it.
+    """
+    size = Path(path).stat().st_size
+    digest.update(str(size).encode())
+    with open(path, "rb") as handle:
+        for i in range(samples):
+            handle.seek(max(0, (size - chunk) * i // max(1, samples - 1)))
+            digest.update(handle.read(chunk))
+
+
+def file_revision(path: Path) -> str:
+    """A fingerprint of a (multi-GB) checkpoint read in a second: its size and sampled chunks (:func:`sample_into`).
 
     Fine-tunes of one architecture have the same size and layout, so the size
     alone would let adapters tuned on one be used on another; sampled weights
     tell them apart. The name is left out: a renamed file is the same model.
     """
-    size = Path(path).stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as handle:
-        for i in range(samples):
-            handle.seek(max(0, (size - chunk) * i // max(1, samples - 1)))
-            digest.update(handle.read(chunk))
+    digest = hashlib.sha256()
+    sample_into(digest, path)
     return "local-" + digest.hexdigest()[:16]
 
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from facefix.common.devices import inference_dtype
 from facefix.errors import ModelError, ProfileError
+from facefix.modelsets.hub import sizes_only_note
 from facefix.restorers.base import Restorer, check_crops
 from facefix.restorers.colorfix import color_fix
 from facefix.restorers.graphs import GraphedDenoiser
@@ -92,16 +93,30 @@ def _same_local_content(key: str, settings: dict, provenance: dict) -> bool:
 
 
 def check_artifact(settings: dict, provenance: dict, what: str) -> None:
-    """Refuse an artifact made for another model set, naming both."""
+    """Refuse an artifact made for another model set, naming both.
+
+    An artifact made when a local folder's fingerprint was its sizes only
+    (:func:`facefix.modelsets.hub.sizes_only_note`) is refused for a folder at
+    another path and warned about (then used) at its own path, each message
+    saying so and to re-enroll.
+    """
     for key in ("base", "guide", "condition"):
         made, have = settings.get(key), provenance.get(key)
         if made is not None and have is not None and made != have and not _same_local_content(key, settings, provenance):
+            note = sizes_only_note(key, settings, provenance) if key != "condition" else None
             raise ProfileError(
                 f"this {what} was made for model set {settings.get('model_set')!r} ({key} {made!r}), "
-                f"not {provenance.get('model_set')!r} ({key} {have!r}); use that model set, or re-run "
-                "`facefix enroll NAME DIR --engine diffusion` with this one"
+                f"not {provenance.get('model_set')!r} ({key} {have!r}){f' ({note})' if note else ''}; use that "
+                "model set, or re-run `facefix enroll NAME DIR --engine diffusion` with this one"
             )
-    if settings.get("base_revision") and provenance.get("base_revision") and settings["base_revision"] != provenance["base_revision"]:
+    for key in ("base", "guide"):
+        note = sizes_only_note(key, settings, provenance)
+        if note:
+            log.warning("%s: %s. It is used, as its folder is the one it was made with; if you replaced that "
+                        "folder's weights, or to record the new fingerprint and end this warning, re-run "
+                        "`facefix enroll NAME DIR --engine diffusion`", what, note)
+    if (settings.get("base_revision") and provenance.get("base_revision")
+            and settings["base_revision"] != provenance["base_revision"] and not sizes_only_note("base", settings, provenance)):
         log.warning(
             "%s was made with %s@%s, now %s: results may differ",
             what, settings.get("base"), settings["base_revision"], provenance["base_revision"],
