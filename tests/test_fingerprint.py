@@ -82,10 +82,13 @@ def test_an_artifact_made_with_the_sizes_only_revision_is_named_as_such(tiny_set
         check_artifact(old, locate(model_set(tiny_set, tuned)).provenance(), "UNet LoRA")
 
 
-def test_hub_and_single_file_provenance_keep_their_keys(tiny_set):
+def test_only_a_local_folder_adds_its_sizes_only_revision_to_the_provenance(tiny_set):
     paths = locate(model_set(tiny_set, tiny_set / "base"))
     assert paths.provenance()["base_size_revision"] == size_revision(tiny_set / "base")
-    assert "base_size_revision" not in type(paths)(paths.model_set, paths.base_dir, paths.guide_dir, "a", "b").provenance()
+    assert paths.provenance()["guide_size_revision"] == size_revision(tiny_set / "guide")
+    # Hub parts and single files (no size revision) keep the provenance they had.
+    hub_like = type(paths)(paths.model_set, paths.base_dir, paths.guide_dir, "a" * 40, "b" * 40)
+    assert not any(k.endswith("_size_revision") for k in hub_like.provenance())
 
 
 def test_a_single_files_revision_is_what_it_was(tmp_path):
