@@ -1,11 +1,14 @@
 """Review fixes: one UTF-8 check for file names (run record and JSON report); a hub base added by
-``models add`` pulls the fp16 files where the repository lists them (tests/fake_hub.py)."""
+``models add`` pulls the fp16 files where the repository lists them (tests/fake_hub.py); the classical
+restorer and the face measures share one template face region."""
 
 from __future__ import annotations
 
 import base64
 import os
 
+import cv2
+import numpy as np
 import pytest
 from fake_hub import FakeHub, controlnet_like_guide, sd15_like_base
 from tiny_diffusion import save_tiny_model_set
@@ -14,7 +17,11 @@ from facefix.cli.main import main
 from facefix.common.text import is_utf8
 from facefix.modelsets.hub import is_available
 from facefix.modelsets.registry import REGISTRY, add_model_set, resolve_model_set
+from facefix.photos import samples
+from facefix.quality.degrade import degrade_level, resize_like_alignment
+from facefix.quality.metrics import TEMPLATE_FACE_ELLIPSE_512, psnr, template_face_mask, template_face_region
 from facefix.restore.report import json_safe
+from facefix.restorers import classical
 
 
 def test_one_utf8_check_tells_non_utf8_file_names_apart():
@@ -78,3 +85,49 @@ def test_a_hub_base_without_fp16_files_pulls_its_fp32_ones_and_none_asks_for_fp3
     assert _pulled_base_weights(hub, "org/with-fp16") == fp32
     # A local base is read as it is: no variant unless one is named.
     assert add_model_set("local", base=str(tiny_set / "base"), guide=str(tiny_set / "guide")).variant is None
+
+
+# --------------------------------------------------------------------------- one template face region
+
+
+def _old_classical_ellipse(size: int) -> np.ndarray:
+    """The ellipse the classical restorer drew for itself before it used the measures' one."""
+    mask = np.zeros((size, size), np.uint8)
+    k = size / 512.0
+    cv2.ellipse(mask, (round(256 * k), round(290 * k)), (round(140 * k), round(180 * k)), 0, 0, 360, 1, -1)
+    return mask.astype(bool)
+
+
+def test_the_classical_restorer_measures_blur_in_the_measures_template_face_region(monkeypatch):
+    asked = []
+
+    def region(size):
+        asked.append(size)
+        return template_face_region(size)
+
+    monkeypatch.setattr(classical, "template_face_region", region)
+    crop = np.random.default_rng(0).random((512, 512), np.float32)
+    classical.estimate_blur(crop)
+    assert asked == [512]
+    (cx, cy), (ax, ay) = TEMPLATE_FACE_ELLIPSE_512
+    inside = template_face_region(512)
+    assert inside[round(cy), round(cx)] and inside[round(cy - ay) + 2, round(cx)] and inside[round(cy + ay) - 2, round(cx)]
+    assert not inside[round(cy - ay) - 2, round(cx)] and not inside[round(cy), round(cx + ax) + 2]
+    # The soft mask of the face measures is the same ellipse, feathered.
+    soft = template_face_mask(512) >= 0.5
+    assert (soft & inside).sum() / (soft | inside).sum() > 0.98
+
+
+def test_the_shared_region_leaves_the_classical_restorers_output_as_good_as_before(monkeypatch):
+    face = cv2.cvtColor(cv2.imread(str(samples.insightface_image("Tom_Hanks_54745.png"))), cv2.COLOR_BGR2RGB)
+    clean = resize_like_alignment(face.astype(np.float32) / 255.0, 512, 512)
+    restorer = classical.ClassicalRestorer()
+    for level, seed in (("moderate", 0), ("moderate", 1), ("severe", 1)):
+        bad = degrade_level(clean, level, seed=seed)
+        now = restorer.restore_one(bad)
+        with monkeypatch.context() as before:
+            before.setattr(classical, "template_face_region", _old_classical_ellipse)
+            then = restorer.restore_one(bad)
+        # Not bit-identical (the old ellipse sat 8 px lower, 2 px narrower), but the same restoration:
+        assert psnr(now, then) > 45.0, (level, seed)
+        assert abs(psnr(now, clean) - psnr(then, clean)) < 0.1, (level, seed)

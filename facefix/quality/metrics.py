@@ -120,7 +120,9 @@ ANALYSIS_SIZE = 256
 #: and semi-axes in template pixels, on the template's midline from above the brows
 #: (y 100) to below the chin (y 464). Its IoU with the mean landmark face region
 #: (:func:`facefix.faces.landmarks.face_region_mask`) of the seven public sample faces
-#: (t1.jpg, astronaut; several turned away) is 0.79.
+#: (t1.jpg, astronaut; several turned away) is 0.79. The one definition of the template's
+#: face region: the measures here (:func:`template_face_mask`) and the classical restorer's
+#: blur estimate (:func:`template_face_region`) both use it.
 TEMPLATE_FACE_ELLIPSE_512 = ((256.0, 282.0), (142.0, 182.0))
 
 #: Gaussian sigmas (px at :data:`ANALYSIS_SIZE`) of the band the expression measure
@@ -174,6 +176,20 @@ def template_face_mask(size: int = ANALYSIS_SIZE) -> np.ndarray:
     (cx, cy), (ax, ay) = TEMPLATE_FACE_ELLIPSE_512
     k = size / 512.0
     return _soft_ellipse(size, (cx * k, cy * k), (ax * k, ay * k), feather=0.04 * size)
+
+
+def template_face_region(size: int = ANALYSIS_SIZE) -> np.ndarray:
+    """The template's face ellipse (:data:`TEMPLATE_FACE_ELLIPSE_512`) in a ``size``-px crop, hard-edged.
+
+    Returns:
+        bool (size, size): True inside the ellipse (:func:`template_face_mask` is its soft-edged form).
+    """
+    (cx, cy), (ax, ay) = TEMPLATE_FACE_ELLIPSE_512
+    k = size / 512.0
+    mask = np.zeros((size, size), np.uint8)
+    cv2.ellipse(mask, (int(round(cx * k * 16)), int(round(cy * k * 16))),
+                (max(1, int(round(ax * k * 16))), max(1, int(round(ay * k * 16)))), 0, 0, 360, 1, -1, cv2.LINE_8, 4)
+    return mask.astype(bool)
 
 
 def _soft_ellipse(size: int, centre, axes, feather: float) -> np.ndarray:

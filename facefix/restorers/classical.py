@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from facefix.quality.degrade import to_luma
+from facefix.quality.metrics import template_face_region
 from facefix.restorers.base import check_crops
 
 #: Name shown to users and in reports.
@@ -81,14 +82,6 @@ def _gradient(y: np.ndarray) -> np.ndarray:
     return np.sqrt(gx * gx + gy * gy)
 
 
-def _central(size: int) -> np.ndarray:
-    """The face's part of an aligned crop (an ellipse around the template's eyes, nose and mouth)."""
-    mask = np.zeros((size, size), np.uint8)
-    k = size / 512.0
-    cv2.ellipse(mask, (round(256 * k), round(290 * k)), (round(140 * k), round(180 * k)), 0, 0, 360, 1, -1)
-    return mask.astype(bool)
-
-
 def estimate_blur(luma: np.ndarray, *, probe_sigma: float = 3.0, percentile: float = 98.0) -> float:
     """Width σ (px) of the blur of a face's luma, from how much its strongest edges lose when reblurred.
 
@@ -103,7 +96,8 @@ def estimate_blur(luma: np.ndarray, *, probe_sigma: float = 3.0, percentile: flo
     y = np.ascontiguousarray(luma, dtype=np.float32)
     g = _gradient(y)
     gb = _gradient(cv2.GaussianBlur(y, (0, 0), probe_sigma, borderType=cv2.BORDER_REFLECT_101))
-    inside = _central(y.shape[0]) if y.shape[0] == y.shape[1] else np.ones(y.shape, bool)
+    # The face's part of an aligned crop: the template's face ellipse, brows to chin.
+    inside = template_face_region(y.shape[0]) if y.shape[0] == y.shape[1] else np.ones(y.shape, bool)
     values = g[inside]
     threshold = np.percentile(values, percentile)
     if threshold <= 1e-4:  # a flat crop has no edge to measure
