@@ -109,12 +109,11 @@ def check_artifact(settings: dict, provenance: dict, what: str) -> None:
                 f"not {provenance.get('model_set')!r} ({key} {have!r}){f' ({note})' if note else ''}; use that "
                 "model set, or re-run `facefix enroll NAME DIR --engine diffusion` with this one"
             )
-    for key in ("base", "guide"):
-        note = sizes_only_note(key, settings, provenance)
-        if note:
-            log.warning("%s: %s. It is used, as its folder is the one it was made with; if you replaced that "
-                        "folder's weights, or to record the new fingerprint and end this warning, re-run "
-                        "`facefix enroll NAME DIR --engine diffusion`", what, note)
+    notes = [n for n in (sizes_only_note(k, settings, provenance) for k in ("base", "guide")) if n]
+    if notes:
+        log.warning("%s: %s. It is used, as its folder is the one it was made with; if you replaced that "
+                    "folder's weights, or to record the new fingerprint and end this warning, re-run "
+                    "`facefix enroll NAME DIR --engine diffusion`", what, "; and ".join(notes))
     if (settings.get("base_revision") and provenance.get("base_revision")
             and settings["base_revision"] != provenance["base_revision"] and not sizes_only_note("base", settings, provenance)):
         log.warning(
