@@ -43,7 +43,7 @@ def _cmyk_to_rgb(path: Path, im: Image.Image,
             logger.warning("%s: its CMYK ICC profile could not be applied (%s); "
                            "converting CMYK to RGB without it", path, exc)
     elif icc:
-        logger.warning("%s: CMYK photo with a %s ICC profile; converting without it",
+        logger.warning("%s: CMYK photo whose ICC profile is %s; converting without it",
                        path, md.icc_label(icc))
     # No usable profile: the naive conversion (R = 255 - C - K, ...), then no
     # profile is claimed for the result.
