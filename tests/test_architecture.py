@@ -166,3 +166,13 @@ def test_the_checks_can_fail(monkeypatch):
         test_no_arrow_runs_up()
     with pytest.raises(AssertionError, match="circle"):
         test_no_import_circle()
+
+
+#: docs/design.md: a cli module parses, calls the API and prints; past this it is doing the core's work.
+CLI_MODULE_LINES = 160
+
+
+def test_cli_modules_stay_small():
+    long = {path.name: n for path in (ROOT / "cli").glob("*.py")
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > CLI_MODULE_LINES}
+    assert not long, f"cli modules over {CLI_MODULE_LINES} lines (move the work into the core): {long}"

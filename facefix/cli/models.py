@@ -15,22 +15,13 @@ models_app = typer.Typer(
     no_args_is_help=True,
 )
 
-SetArg = Annotated[
-    str | None,
-    typer.Argument(
-        help="A registered model set (see `facefix models list`) or a local model-set directory; "
-        "default: FACEFIX_MODEL_SET or sd15-tile.",
-        show_default=False,
-    ),
-]
-BaseOpt = Annotated[
-    str | None,
-    typer.Option("--base", help="Base model instead of the set's: a hub id, a local directory or an SD 1.x single file."),
-]
-GuideOpt = Annotated[
-    str | None,
-    typer.Option("--guide", help="Guide (ControlNet) instead of the set's: a hub id, a local directory or a single file."),
-]
+SetArg = Annotated[str | None, typer.Argument(
+    help="A registered model set (see `facefix models list`) or a local model-set directory; "
+         "default: FACEFIX_MODEL_SET or sd15-tile.", show_default=False)]
+BaseOpt = Annotated[str | None, typer.Option(
+    "--base", help="Base model instead of the set's: a hub id, a local directory or an SD 1.x single file.")]
+GuideOpt = Annotated[str | None, typer.Option(
+    "--guide", help="Guide (ControlNet) instead of the set's: a hub id, a local directory or a single file.")]
 
 
 def _resolve(name, base, guide):
