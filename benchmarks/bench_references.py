@@ -100,6 +100,8 @@ def main() -> int:
     parser.add_argument("--learned-base", choices=("person", "classical", "both"), default="person",
                         help="which pre-cleaner the learned fusion is trained with and used on (classical: "
                         "the weight-free one, which has not memorised the references; works without --budget)")
+    parser.add_argument("--learned-steps", type=int, default=None,
+                        help="stop the fusion's training after this many steps (compare variants on a busy machine)")
     parser.add_argument("--generic-refs", action="store_true",
                         help="also the generic model as the references' pre-cleaner (hand-made fusion)")
     parser.add_argument("--fusions", type=Path, help="keep/reuse the learned fusions here (outside the repository; "
@@ -135,7 +137,8 @@ def main() -> int:
     for name in ids:
         files = sorted(p for p in (args.people / name).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
         print(f"{name}: {enroll_photos(store, name, files, analyzer)} references")
-    # FACEFIX_FUSION / FACEFIX_CLASSICAL: JSON overrides of FusionSettings / ClassicalConfig (trials)
+    # FACEFIX_FUSION / FACEFIX_CLASSICAL / FACEFIX_FUSION_TRAIN: JSON overrides of FusionSettings /
+    # ClassicalConfig / FusionTrainConfig (trials)
     fusion = FusionSettings(**json.loads(os.environ.get("FACEFIX_FUSION", "{}")))
     reports, timings = [], []
     learned_info, learned_timings = {}, []
@@ -160,14 +163,19 @@ def main() -> int:
                 continue  # the person's model needs --budget
             from facefix.training.fusion_train import train_fusion
 
-            kept = (args.fusions / f"{name}-{label}-{args.learned:g}s.safetensors") if args.fusions else None
+            steps_tag = f"-{args.learned_steps}steps" if args.learned_steps else ""
+            kept = (args.fusions / f"{name}-{label}-{args.learned:g}s{steps_tag}.safetensors") if args.fusions else None
             if kept is not None and kept.is_file():
                 weights = kept.read_bytes()
                 learned_info[f"{name}/{label}"] = {"reused": str(kept)}
             else:
                 t0 = time.perf_counter()
+                from facefix.training.fusion_train import FusionTrainConfig
+
+                train_config = FusionTrainConfig(**json.loads(os.environ.get("FACEFIX_FUSION_TRAIN", "{}")))
                 learned = train_fusion(sets["crops"][sets["train_idx"]], bases[label], budget_s=args.learned,
-                                       seed=args.seed, settings=fusion, cache_dir=args.cache)
+                                       seed=args.seed, settings=fusion, config=train_config, cache_dir=args.cache,
+                                       max_steps=args.learned_steps)
                 weights = learned.weights
                 learned_info[f"{name}/{label}"] = {"steps": learned.steps, "pairs": learned.pairs,
                                                    "seconds": round(time.perf_counter() - t0, 1)}

@@ -31,6 +31,7 @@ from facefix.training.fusion_train import (
     Pairs,
     build_pairs,
     degradation_plan,
+    detail_energy_loss,
     fit_fusion,
     train_fusion,
 )
@@ -67,6 +68,20 @@ def _synthetic_pairs(count: int = 8, size: int = 64, k: int = 2) -> Pairs:
                  target=np.stack([chw(t) for t in targets]), blur=np.full(count, 8.0, np.float32),
                  distance=np.tile(np.array([0.1, 0.5], np.float32)[:k], (count, 1)),
                  photo=np.arange(count), levels=["synthetic"] * count)
+
+
+def test_detail_energy_forgives_a_shift_and_not_a_blur():
+    """The energy term asks for detail where the truth has it, not for its exact place: a texture
+    moved by one pixel costs it little, the same texture blurred costs it much (a pixel loss
+    says the opposite, which is why the fusion learned to take little of guides a pixel off)."""
+    truth = torch.from_numpy(_texture(64, 0)).permute(2, 0, 1)[None]
+    shifted = torch.roll(truth, 1, dims=-1)
+    blurred = torch.nn.functional.avg_pool2d(truth, 5, 1, 2, count_include_pad=False)
+    assert float(detail_energy_loss(truth, truth, 2.0)) == 0.0
+    shift_cost, blur_cost = (float(detail_energy_loss(x, truth, 2.0)) for x in (shifted, blurred))
+    assert shift_cost < 0.25 * blur_cost
+    l1 = lambda x: float(torch.nn.functional.l1_loss(x, truth))  # noqa: E731
+    assert l1(shifted) > 0.8 * l1(blurred)
 
 
 def test_an_untrained_network_returns_the_face():
