@@ -98,7 +98,7 @@ def _cli_state() -> Iterator[None]:
 
     logger = logging.getLogger("facefix")
     saved_logger = (list(logger.handlers), logger.level, logger.propagate, logger.disabled)
-    consoles = [c for c in (getattr(common, "out", None), getattr(common, "err", None)) if c is not None]
+    consoles = [common.out, common.err]
     saved_consoles = [(c, c._file, c._width) for c in consoles]
     columns = os.environ.get("COLUMNS", "")
     for console in consoles:
