@@ -9,9 +9,12 @@ state between calls.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from dataclasses import asdict, fields
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from facefix.errors import ModelError
 
 
 @runtime_checkable
@@ -36,3 +39,22 @@ def check_crops(crops: np.ndarray) -> np.ndarray:
     if crops.ndim != 4 or crops.shape[-1] != 3:
         raise ValueError(f"expected crops of shape (N, H, W, 3), got {crops.shape}")
     return np.ascontiguousarray(crops, dtype=np.float32)
+
+
+def config_from_dict(cls, data: dict[str, Any], what: str, defaults: dict[str, Any] | None = None):
+    """A network's settings dataclass ``cls`` from the JSON stored with its weights (lists back to tuples).
+
+    ``defaults`` fill settings that weights made before them do not record; a key ``cls``
+    does not know means newer weights, said in one line naming ``what``.
+    """
+    unknown = set(data) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ModelError(f"{what} settings have unknown keys {sorted(unknown)}; "
+                         "the weights were made by a newer facefix — upgrade facefix")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return cls(**{**(defaults or {}), **values})
+
+
+def config_to_dict(config) -> dict[str, Any]:
+    """A settings dataclass as JSON (tuples as lists): what :func:`config_from_dict` reads back."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from torch import nn
 
 from facefix.common.atomic import atomic_output
 from facefix.errors import ModelError, UsageError
-from facefix.restorers.base import check_crops
+from facefix.restorers.base import check_crops, config_from_dict, config_to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -72,18 +72,10 @@ class FastConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FastConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ModelError(
-                f"fast restorer settings have unknown keys {sorted(unknown)}; "
-                "the weights were made by a newer facefix — upgrade facefix"
-            )
-        vals = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**{**LEGACY_DEFAULTS, **vals})
+        return config_from_dict(cls, data, "fast restorer", LEGACY_DEFAULTS)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return config_to_dict(self)
 
 
 #: Values for settings that weights made before the setting existed do not record.

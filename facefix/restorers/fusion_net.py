@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facefix.errors import ModelError
+from facefix.restorers.base import config_from_dict, config_to_dict
 
 FORMAT = "facefix-fusion"
 FORMAT_VERSION = 1
@@ -70,15 +71,10 @@ class FusionConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FusionConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ModelError(f"fusion settings have unknown keys {sorted(unknown)}; the weights were made "
-                             "by a newer facefix: upgrade facefix")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        return config_from_dict(cls, data, "fusion")
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return config_to_dict(self)
 
     @property
     def in_channels(self) -> int:
