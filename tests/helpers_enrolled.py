@@ -11,6 +11,10 @@ home (``enrolled_home``): no test changes what another one sees.
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,3 +108,16 @@ def is_valid_image(path: Path) -> bool:
             return np.asarray(im).size > 0
     except Exception:  # noqa: BLE001 - any failure means not valid
         return False
+
+
+def kill_part_way(proc: subprocess.Popen, ready: Callable[[], bool], timeout_s: float = 600.0) -> None:
+    """SIGKILL a running ``facefix`` process as soon as ``ready()`` holds; fail if it ended first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if ready():
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from clirun import facefix, using_env
-from helpers_enrolled import is_valid_image, small_photos
+from helpers_enrolled import is_valid_image, kill_part_way, small_photos
 from PIL import Image
 
 from facefix.photos import samples
@@ -122,15 +122,8 @@ def test_killed_driver_leaves_whole_photos_and_the_rerun_skips_what_it_recorded(
     env = {**os.environ, **RAY_ENV, "FACEFIX_HOME": str(enrolled_home), "FACEFIX_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "facefix", "restore", album, "-r", "-o", out, "--quiet",
                              "--cluster", ray_cluster], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    kill_part_way(proc, lambda: rows_so_far(out) >= 3)
     deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and proc.poll() is None:
-        if rows_so_far(out) >= 3:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()}"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
     recorded = {row[0] for row in record_rows(out)}
     assert 3 <= len(recorded) < count
     # Ray stops the dead driver's workers (their CPUs come back) before the rerun starts its own.

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from clirun import facefix
-from helpers_enrolled import is_valid_image, small_photos
+from helpers_enrolled import is_valid_image, kill_part_way, small_photos
 
 pytestmark = pytest.mark.slow
 
@@ -36,15 +34,7 @@ def test_sigkill_part_way_then_rerun_completes(home, tmp_path):
     args = [sys.executable, "-m", "facefix", "restore", str(album), "-r", "-o", str(out), "--quiet"]
     env = {**os.environ, "FACEFIX_HOME": str(home), "FACEFIX_OFFLINE": "1"}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and proc.poll() is None:
-        if out.is_dir() and len(outputs(out)) >= 3:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()}"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_part_way(proc, lambda: out.is_dir() and len(outputs(out)) >= 3)
     done_before = outputs(out)
     assert 3 <= len(done_before) < count
     assert all(is_valid_image(p) for p in done_before), "a killed run leaves only whole photos"
