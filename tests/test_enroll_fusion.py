@@ -9,7 +9,7 @@ from facefix.enroll.fusion import can_learn_fusion, train_person_fusion
 from facefix.profiles import GenericStore, ProfileStore
 from facefix.profiles.kinds import FAST_KIND, FUSION_KIND
 from facefix.providers.choose import make_provider
-from facefix.quality.degrade import degrade_fixed
+from facefix.quality.degrade import degrade_fixed, degrade_level, resize_like_alignment
 from facefix.restorers.reference import LEARNED_FROM, ReferenceRestorer
 
 
@@ -32,12 +32,15 @@ def test_enroll_learns_the_fusion_and_restore_uses_it_for_blurred_faces(enrolled
     assert restorer.learned_from == LEARNED_FROM and restorer.name.endswith("+learned")
     crops = store.load_crops(profile)
     clean = crops[0].astype(np.float32) / 255.0
-    blurred = degrade_fixed(clean, sigma=14.0, scale=4.0, noise=3.0, jpeg=None, seed=0).astype(np.float32)
+    # eval's severe level on a 256-px face, enlarged into the template as restore does (blur estimated 14)
+    small = resize_like_alignment(clean, 256, 256)
+    blurred = resize_like_alignment(degrade_level(small, "severe", seed=0), 512, 512).astype(np.float32)
     soft = degrade_fixed(clean, sigma=3.0, scale=2.0, noise=3.0, jpeg=None, seed=0).astype(np.float32)
-    out, info = restorer.restore_one(restorer.base.restore(blurred[None])[0])
-    assert info["blur"] >= LEARNED_FROM and info.get("learned") is True and info["gates"] is None  # gates: off
+    # routed as restore routes: on the blurrier of the face as the photo holds it and its pre-cleaned copy
+    out, info = restorer.restore_one(restorer.base.restore(blurred[None])[0], original=blurred)
+    assert max(info["blur"], info["original_blur"]) >= LEARNED_FROM and info.get("learned") is True and info["gates"] is None  # gates: off
     assert out.shape == clean.shape and np.isfinite(out).all()
-    _, info = restorer.restore_one(restorer.base.restore(soft[None])[0])
+    _, info = restorer.restore_one(restorer.base.restore(soft[None])[0], original=soft)
     assert info["blur"] < LEARNED_FROM and "learned" not in info  # the hand-made fusion below
 
 

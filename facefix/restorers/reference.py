@@ -54,15 +54,17 @@ from facefix.restorers.guides import GuideSet, landmark_map, rank_guides, warp_g
 log = logging.getLogger(__name__)
 
 #: Changes whenever the fusion's output changes, so folder runs redo their photos.
-FUSION_VERSION = 7
+FUSION_VERSION = 8
 #: Blur widths (Gaussian sigma, 512-px crop) tried when estimating a face's blur.
 BLURS = (1.0, 1.5, 2.0, 3.0, 4.0, 5.5, 7.5, 10.0, 14.0)
 
 
 #: Faces at least this blurred (512-px sigma) get a person's learned fusion when they have
-#: one, less blurred ones the hand-made fusion (docs/references.md: at 10 px the hand-made
-#: one starts to back off; fixed before measuring).
-LEARNED_FROM = 10.0
+#: one, less blurred ones the hand-made fusion. 12: every face of eval's moderate level
+#: (256 px) goes to the hand-made fusion, which is sharper there, every severe one to the
+#: learned (at 10, the first choice, some moderate faces went to the softer learned one;
+#: docs/references.md).
+LEARNED_FROM = 12.0
 
 
 @dataclass(frozen=True)
@@ -96,10 +98,11 @@ class FusionSettings:
         eye_colour: how much of the agreeing references' eye colour (their colour cast
             removed) replaces the face's, which blur mixes with the skin around.
         max_cut: the cut-off never goes above this (512-px sigma): on a very blurred face
-            only fine detail (lashes, brow hairs, skin) is taken, never the shape of
-            features, which warps a few pixels off would misplace (with the cut-off at
-            0.7 x the blur, every severe face at 256 px got wrinkles, a closed smile or
-            a ghost of another face).
+            only finer detail is taken, never the shape of features, which warps a few
+            pixels off would misplace (with no limit, every severe face at 256 px got
+            wrinkles, a closed smile or a ghost of another face). 10 since the whole-face
+            back-off below and the learned fusion took the severe faces over (5 before:
+            moderate faces came out softer, sharpness 0.37 against 0.43).
         blur_full, blur_none: the whole face takes references' detail in full up to the
             first blur and none from the second (512-px sigma). A face as blurred as
             eval's severe level at 256 px (about 32 px of face in the photo) gets none:
@@ -116,7 +119,7 @@ class FusionSettings:
 
     guides: int = 3
     candidates: int = 3
-    cutoff: float = 0.7
+    cutoff: float = 1.0
     trust_low: float = 0.55
     trust_high: float = 0.9
     min_blur: float = 1.2
@@ -133,7 +136,7 @@ class FusionSettings:
     head_grow: float = 1.15
     chroma_cutoff: float = 0.7
     eye_colour: float = 0.5
-    max_cut: float = 5.0
+    max_cut: float = 10.0
     blur_full: float = 10.0
     blur_none: float = 14.0
     learned_gates: bool = False
@@ -448,8 +451,8 @@ class ReferenceRestorer:
         out = apply_fusion(self.fusion, face, warped, prepared["blur"], prepared["distance"])
         if is_gray(face):
             out = np.repeat(to_luma(out)[..., None], 3, -1)
-        return out, {"blur": prepared["blur"], "trust": float("nan"), "guides": prepared["guides"],
-                     "learned": True, "gates": gates}
+        return out, {"blur": prepared["blur"], "original_blur": prepared.get("original_blur"),
+                     "trust": float("nan"), "guides": prepared["guides"], "learned": True, "gates": gates}
 
 
 def is_gray(face: np.ndarray, tol: float = 2.0 / 255.0) -> bool:
