@@ -94,9 +94,9 @@ def main() -> int:
                         help="seconds per person to learn the reference fusion from the kept references "
                         "(pairs + training; 0: none). Adds <base>+learned (the learned fusion) and "
                         "<base>+hybrid (hand-made below --learned-from, learned from it)")
-    parser.add_argument("--learned-from", type=float, default=10.0,
+    parser.add_argument("--learned-from", type=float, default=None,
                         help="blur (512-px sigma) from which <base>+hybrid uses the learned fusion "
-                        "(10: where the hand-made one starts to back off)")
+                        "(default: what restore uses, facefix.restorers.reference.LEARNED_FROM)")
     parser.add_argument("--learned-base", choices=("person", "classical", "both"), default="person",
                         help="which pre-cleaner the learned fusion is trained with and used on (classical: "
                         "the weight-free one, which has not memorised the references; works without --budget)")
@@ -111,6 +111,10 @@ def main() -> int:
     parser.add_argument("--sheets", type=Path, help="write each person's contact sheet into this folder "
                         "(keep it outside the repository: the faces are not ours to publish)")
     args = parser.parse_args()
+    if args.learned_from is None:
+        from facefix.restorers.reference import LEARNED_FROM
+
+        args.learned_from = LEARNED_FROM
     if args.people is None or not args.people.is_dir():
         print("no --people folder given (or not found): nothing to measure. See this script's docstring "
               "for how to get the development photos.")

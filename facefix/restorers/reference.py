@@ -100,9 +100,11 @@ class FusionSettings:
         max_cut: the cut-off never goes above this (512-px sigma): on a very blurred face
             only finer detail is taken, never the shape of features, which warps a few
             pixels off would misplace (with no limit, every severe face at 256 px got
-            wrinkles, a closed smile or a ghost of another face). 10 since the whole-face
+            wrinkles, a closed smile or a ghost of another face). 7.5 since the whole-face
             back-off below and the learned fusion took the severe faces over (5 before:
-            moderate faces came out softer, sharpness 0.37 against 0.43).
+            moderate faces came out softer, sharpness 0.37 against 0.43). 10 measured the
+            same on the development set but drew a reference's smile crease into the
+            quickstart's speaking face (estimated blur 10).
         blur_full, blur_none: the whole face takes references' detail in full up to the
             first blur and none from the second (512-px sigma). A face as blurred as
             eval's severe level at 256 px (about 32 px of face in the photo) gets none:
@@ -136,7 +138,7 @@ class FusionSettings:
     head_grow: float = 1.15
     chroma_cutoff: float = 0.7
     eye_colour: float = 0.5
-    max_cut: float = 10.0
+    max_cut: float = 7.5
     blur_full: float = 10.0
     blur_none: float = 14.0
     learned_gates: bool = False
