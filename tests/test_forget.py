@@ -97,6 +97,26 @@ def test_rm_removes_the_generic_model_the_other_persons_model_and_adapted_ones(t
     assert FastRestorers(store, generic, device="cpu").get("bob").name == "classical/generic"
 
 
+def test_rm_empties_the_pseudo_target_cache_which_cannot_tell_whose_faces_it_holds():
+    """Album adaptation caches restored copies of album faces; they record no one, so they all go."""
+    from facefix.common import paths
+
+    store = ProfileStore()
+    _enroll(store, "alice", seed=1)
+    cache = paths.pseudo_target_cache()
+    for key in ("ab12", "cd34"):
+        (cache / key[:2]).mkdir(parents=True, exist_ok=True)
+        (cache / key[:2] / f"{key}.png").write_bytes(b"a restored album face")
+    removal = remove_person("alice", store=store, generic=GenericStore(), adapted=AdaptedStore())
+    (item,) = [f for f in removal.forgotten if f.where == "cache"]
+    assert item.what == "album adaptation's pseudo-target cache (2 faces)"
+    assert item.rebuild == "the next 'facefix adapt' makes them again"
+    assert not cache.exists() and store.names() == []
+    # nothing cached: nothing to report
+    _enroll(store, "bob", seed=2)
+    assert not remove_person("bob", store=store, generic=GenericStore(), adapted=AdaptedStore()).forgotten
+
+
 def test_an_artifact_learned_from_someone_else_only_is_kept():
     store, generic = ProfileStore(), GenericStore()
     for name in ("alice", "bob", "carol"):
@@ -203,6 +223,7 @@ def test_an_album_adapted_restorer_records_the_albums_people_and_goes_with_them(
     from PIL import Image
     from tiny_diffusion import save_tiny_model_set
 
+    from facefix.common import paths
     from facefix.common.files import file_sha256
     from facefix.photos import read_photo, samples
     from facefix.quality.degrade import degrade_fixed
@@ -227,3 +248,6 @@ def test_an_album_adapted_restorer_records_the_albums_people_and_goes_with_them(
     assert (f"adapted restorer 'shoebox': removed, it learned from astro's photos; run 'facefix adapt {album.resolve()} "
             "--name shoebox' to rebuild it") in " ".join(rm.stderr.split())
     assert AdaptedStore().names() == []
+    # ... and the restored copies of the album's faces adapt cached
+    assert "album adaptation's pseudo-target cache (1 face): removed" in " ".join(rm.stderr.split())
+    assert not paths.pseudo_target_cache().exists()

@@ -29,11 +29,6 @@ from facefix.profiles.adapted import AdaptedStore
 
 log = logging.getLogger(__name__)
 
-def pseudo_target_cache() -> Path:
-    """Where pseudo-targets are cached (content-addressed, shared by all albums)."""
-    return paths.cache_dir() / "adapt" / "pseudo_targets"
-
-
 # --------------------------------------------------------------------------- the album
 
 
@@ -259,7 +254,7 @@ def adapt_album(
     sampler = PseudoTargetSampler(parts, pseudo_config)
     if cb.on_stage:
         cb.on_stage("pseudo-targets", len(faces))
-    made = generate_pseudo_targets(crops, precleaners, sampler, cache_dir=pseudo_target_cache(), max_new=max_new,
+    made = generate_pseudo_targets(crops, precleaners, sampler, cache_dir=paths.pseudo_target_cache(), max_new=max_new,
                                    on_face=cb.on_face, on_step=cb.on_diffusion_step)
     del sampler, parts
     if device.startswith("cuda"):

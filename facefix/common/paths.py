@@ -33,6 +33,13 @@ def cache_dir() -> Path:
     return home / "cache" if home else Path(platformdirs.user_cache_dir(APP_NAME))
 
 
+def pseudo_target_cache() -> Path:
+    """Where album adaptation keeps its pseudo-targets: restored copies of album faces,
+    content-addressed and shared by all albums. Regenerable; ``profiles rm`` deletes it
+    whole, since it cannot tell whose faces they are."""
+    return cache_dir() / "adapt" / "pseudo_targets"
+
+
 _TRUE = {"1", "true", "yes", "on"}
 
 #: Any of these set to 1/true/yes/on: no network access at all. ``TRANSFORMERS_OFFLINE``

@@ -12,7 +12,9 @@ learned from, directly or through the model it was fine-tuned from
   generic model, their diffusion guide saw other people's references as
   "generic faces" and was trained on the generic model's pre-cleaned faces;
 * **adapted** restorers started from a person's or the generic model and
-  learned from an album's faces.
+  learned from an album's faces;
+* album adaptation's **pseudo-target cache**: restored copies of album faces,
+  which records nothing of whose faces they are, so it goes whole.
 
 Each artifact that learned from the person, or cannot tell (it keeps no
 record, learned from faces never matched against the person, or names someone
@@ -29,6 +31,7 @@ import os
 import shutil
 from dataclasses import dataclass
 
+from facefix.common import paths
 from facefix.errors import FacefixError
 from facefix.profiles import GenericStore, ProfileStore, validate_name
 from facefix.profiles.adapted import AdaptedStore
@@ -43,7 +46,8 @@ class Forgotten:
     """One artifact deleted because it learned from the person (or cannot tell).
 
     Args:
-        where: ``generic``, ``profile`` (another person's) or ``adapted``.
+        where: ``generic``, ``profile`` (another person's), ``adapted`` or ``cache`` (the
+            pseudo-target cache).
         owner: the other person or the adapted restorer's name (None for the generic model).
         kind: the artifact kind.
         what: how messages name it ("bob's fast model").
@@ -199,10 +203,19 @@ def remove_person(
         if reason is not None:
             rebuild = _adapted_rebuild(adapted, other)
             forgotten.append(Forgotten("adapted", other, FAST_KIND, f"adapted restorer {other!r}", reason, rebuild))
+    cache = paths.pseudo_target_cache()
+    cached = sum(1 for _ in cache.rglob("*.png")) if cache.is_dir() else 0
+    if cached:
+        forgotten.append(Forgotten("cache", None, "pseudo-targets",
+                                   f"album adaptation's pseudo-target cache ({cached} face{'s' * (cached != 1)})",
+                                   "it holds restored copies of album faces and does not record whose they are",
+                                   "the next 'facefix adapt' makes them again"))
     # 2. the profile, then what learned from it
     store.remove(name)
     if any(f.where == "generic" for f in forgotten):
         _remove_dir(generic.path())
+    if cached:
+        _remove_dir(cache)
     for other in dict.fromkeys(f.owner for f in forgotten if f.where == "profile"):
         with store.edit(other, create=False) as editor:
             for f in forgotten:
