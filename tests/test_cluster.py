@@ -224,3 +224,34 @@ def test_an_address_that_names_no_cluster_is_a_usage_error(tmp_path):
     result = facefix("restore", photo, "-o", tmp_path / "out", "--cluster", "head-node")
     assert result.returncode == 2
     assert "names no cluster" in result.stderr and "HOST:PORT" in result.stderr
+
+
+def test_the_homes_of_killed_workers_are_swept_and_live_ones_kept(tmp_path, monkeypatch):
+    """A SIGKILLed worker cannot remove its private home; the next worker on the node does."""
+    import tempfile
+
+    from facefix.cluster.bundle import HOME_PREFIX, remove_home, worker_home
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+
+    def home_of(pid: int, tag: str) -> Path:
+        home = tmp_path / f"{HOME_PREFIX}{pid}-{tag}"
+        home.mkdir()
+        for name in ("data", "cache"):
+            (home / name).symlink_to(tmp_path, target_is_directory=True)
+        return home
+
+    stale, live = home_of(dead.pid, "a"), home_of(os.getpid(), "b")
+    not_a_home = tmp_path / f"{HOME_PREFIX}{dead.pid}-c"
+    not_a_home.mkdir()
+    (not_a_home / "notes.txt").write_text("someone else's")
+    data = tmp_path / "shipped"
+    data.mkdir()
+    home = worker_home(data)
+    assert not stale.exists(), "the killed worker's home is swept"
+    assert live.exists() and not_a_home.exists() and (not_a_home / "notes.txt").exists()
+    assert home.name.startswith(f"{HOME_PREFIX}{os.getpid()}-") and (home / "data").resolve() == data.resolve()
+    remove_home(home)
+    assert not home.exists()

@@ -78,14 +78,48 @@ def unpack_once(bundle: bytes, under: Path | None = None) -> Path:
     return folder
 
 
+#: A worker's home is ``<tmp>/facefix-worker-<pid>-<random>``: the pid lets a later worker on
+#: the node remove the homes of workers that were killed before they could (SIGKILL, OOM).
+HOME_PREFIX = "facefix-worker-"
+
+
 def worker_home(data: Path) -> Path:
-    """A private ``FACEFIX_HOME`` for one worker: ``data`` shipped, ``cache`` this node's own."""
+    """A private ``FACEFIX_HOME`` for one worker: ``data`` shipped, ``cache`` this node's own.
+    Homes left by killed workers on this node are removed first (:func:`sweep_homes`)."""
     cache = paths.cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    home = Path(tempfile.mkdtemp(prefix="facefix-worker-"))
+    sweep_homes()
+    home = Path(tempfile.mkdtemp(prefix=f"{HOME_PREFIX}{os.getpid()}-"))
     (home / "data").symlink_to(data, target_is_directory=True)
     (home / "cache").symlink_to(cache, target_is_directory=True)
     return home
+
+
+def sweep_homes() -> list[Path]:
+    """Remove the homes of workers on this node whose process is gone; the removed homes.
+
+    Only a folder named for a dead pid and holding nothing but a home's two links is
+    touched (a live worker's, or anything else in the temporary folder, is left)."""
+    removed = []
+    for home in Path(tempfile.gettempdir()).glob(f"{HOME_PREFIX}*-*"):
+        pid = home.name[len(HOME_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)) or not home.is_dir() or home.is_symlink():
+            continue
+        if {p.name for p in home.iterdir()} <= {"data", "cache"} and all(p.is_symlink() for p in home.iterdir()):
+            remove_home(home)
+            if not home.exists():
+                removed.append(home)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def remove_home(home: Path) -> None:
