@@ -106,7 +106,8 @@ def detail_bands(img: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
     return np.stack([np.transpose(a - b, (2, 0, 1)) for a, b in zip(levels, levels[1:])])
 
 
-def _luma(x: torch.Tensor) -> torch.Tensor:
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """Brightness (N, 1, H, W) of (N, 3, H, W) RGB (the network's and its training loss's)."""
     w = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x * w).sum(1, keepdim=True)
 
@@ -156,8 +157,8 @@ class FusionNet(nn.Module):
         n, k = guides.shape[:2]
         size = min(cfg.grid, face.shape[-1])
         small = lambda x: F.adaptive_avg_pool2d(x, size)  # noqa: E731
-        y = small(_luma(face))
-        g = small(_luma(guides.reshape(n * k, *guides.shape[2:]))).view(n, k, size, size)
+        y = small(luma(face))
+        g = small(luma(guides.reshape(n * k, *guides.shape[2:]))).view(n, k, size, size)
         coords = torch.linspace(-1, 1, size, device=face.device, dtype=face.dtype)
         gy, gx = torch.meshgrid(coords, coords, indexing="ij")
         const = lambda v: v.view(n, -1, 1, 1).expand(-1, -1, size, size)  # noqa: E731

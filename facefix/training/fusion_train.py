@@ -45,7 +45,7 @@ from facefix.quality.degrade import (
     resize_like_alignment,
 )
 from facefix.quality.same_photo import photo_groups
-from facefix.restorers.fusion_net import FusionConfig, FusionNet, detail_bands, fusion_state, fusion_to_bytes
+from facefix.restorers.fusion_net import FusionConfig, FusionNet, detail_bands, fusion_state, fusion_to_bytes, luma
 from facefix.restorers.guides import GuideSet
 from facefix.restorers.reference import FusionSettings, prepare_guides
 from facefix.training.loop import TrainConfig, restoration_loss
@@ -281,9 +281,8 @@ def detail_energy_loss(pred: torch.Tensor, target: torch.Tensor, sigma: float) -
     finer than ``sigma``, averaged over a neighbourhood of ``2 sigma``. It asks for as much
     detail as the truth has where it has it, and forgives detail a pixel or two off, which a
     pixel loss punishes twice (the fusion learned to take little of the guides under it)."""
-    luma = lambda x: (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).float()  # noqa: E731
     energy = lambda y: torch.sqrt(_gaussian((y - _gaussian(y, sigma)) ** 2, 2 * sigma) + 1e-6)  # noqa: E731
-    return F.l1_loss(energy(luma(pred)), energy(luma(target)))
+    return F.l1_loss(energy(luma(pred.float())), energy(luma(target.float())))
 
 
 def fit_fusion(pairs: Pairs, *, fusion: FusionConfig, config: FusionTrainConfig, budget_s: float,
