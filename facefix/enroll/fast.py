@@ -52,13 +52,18 @@ def _all_crops(store: ProfileStore) -> np.ndarray:
     return np.concatenate(crops) if crops else np.zeros((0, 512, 512, 3), np.uint8)
 
 
+def stage_result(stage: str, steps: int, seconds: float, history: list[float], interrupted: bool) -> StageResult:
+    """A training stage's summary: its loss at the start and at the end (means over a fifth of
+    the steps, at most 20), as enroll reports every stage."""
+    window = max(1, min(20, len(history) // 5))
+    first = float(np.mean(history[:window])) if history else None
+    last = float(np.mean(history[-window:])) if history else None
+    return StageResult(stage, steps, float(seconds), first, last, interrupted)
+
+
 def _summary(stage: str, result) -> StageResult:
-    hist = result.loss_history
-    window = max(1, min(20, len(hist) // 5))
-    first = float(np.mean(hist[:window])) if hist else None
-    last = float(np.mean(hist[-window:])) if hist else None
-    return StageResult(stage, result.steps, float(result.settings["training"]["seconds"]), first, last,
-                       result.interrupted)
+    return stage_result(stage, result.steps, result.settings["training"]["seconds"], result.loss_history,
+                        result.interrupted)
 
 
 def _shape_of(settings: dict):

@@ -45,7 +45,7 @@ def train_person_fusion(name: str, *, store: ProfileStore, generic: GenericStore
         references hold fewer than two distinct photos (nothing to learn from; the
         hand-made fusion serves them).
     """
-    from facefix.enroll.fast import StageResult
+    from facefix.enroll.fast import stage_result
     from facefix.providers.fast import FastRestorers
     from facefix.restorers.reference import FusionSettings
     from facefix.training.fusion_train import train_fusion
@@ -58,11 +58,7 @@ def train_person_fusion(name: str, *, store: ProfileStore, generic: GenericStore
     base = FastRestorers(store, generic, device=device).get(name)
     result = train_fusion(crops, base, budget_s=budget_s, seed=seed, settings=FusionSettings(),
                           on_progress=on_progress)
-    hist = result.loss_history
-    window = max(1, min(20, len(hist) // 5))
-    stage = StageResult("reference fusion", result.steps, float(result.seconds),
-                        float(np.mean(hist[:window])) if hist else None,
-                        float(np.mean(hist[-window:])) if hist else None, False)
+    stage = stage_result("reference fusion", result.steps, result.seconds, result.loss_history, False)
     if result.steps == 0:
         # an untrained network would return the pre-cleaned face: keep whatever was there
         log.warning("%s: the reference fusion got no training step in %.0f s; not stored", name, budget_s)
