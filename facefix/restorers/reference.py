@@ -519,13 +519,13 @@ def prepare_guides(face: np.ndarray, guides: GuideSet, settings: FusionSettings,
     refs = [guides.crops[j].astype(np.float32) / 255.0 for j in chosen]
     maps = [landmark_map(guides.points[j], points, face.shape[0]) for j in chosen]
     # the blur decides the scale of the flow, so it is estimated on the landmark warps
-    rough = [warp_guide(r, m, y, blur=4.0, flow=False) for r, m in zip(refs, maps)]
-    blur = estimate_blur(y, [to_luma(w) for w in rough], region) if rough else BLURS[-1]
+    rough = [to_luma(warp_guide(r, m, y, blur=4.0, flow=False)) for r, m in zip(refs, maps)]
+    blur = estimate_blur(y, rough, region) if rough else BLURS[-1]
     result = {"points": points, "region": region, "blur": float(blur), "guides": [int(j) for j in chosen[:count]],
               "distance": np.asarray(dist[:count], np.float32), "warped": None}
     if original is not None:
-        result["original_blur"] = float(estimate_blur(to_luma(np.asarray(original, np.float32)),
-                                                      [to_luma(w) for w in rough], region) if rough else BLURS[-1])
+        result["original_blur"] = float(estimate_blur(to_luma(np.asarray(original, np.float32)), rough, region)
+                                        if rough else BLURS[-1])
     if settings.min_blur <= blur < blur_none:
         result["warped"] = [warp_guide(r, m, y, blur=blur) for r, m in zip(refs[:count], maps)]
     return result
