@@ -127,6 +127,7 @@ def main() -> int:
     from facefix.faces import get_analyzer
     from facefix.profiles import ProfileStore
     from facefix.restorers.classical import ClassicalConfig, ClassicalRestorer
+    from facefix.restorers.fidelity import FidelitySettings
     from facefix.restorers.guides import GuideSet
     from facefix.restorers.reference import FusionSettings, ReferenceRestorer
 
@@ -141,9 +142,10 @@ def main() -> int:
     for name in ids:
         files = sorted(p for p in (args.people / name).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
         print(f"{name}: {enroll_photos(store, name, files, analyzer)} references")
-    # FACEFIX_FUSION / FACEFIX_CLASSICAL / FACEFIX_FUSION_TRAIN: JSON overrides of FusionSettings /
-    # ClassicalConfig / FusionTrainConfig (trials)
+    # FACEFIX_FUSION / FACEFIX_FIDELITY / FACEFIX_CLASSICAL / FACEFIX_FUSION_TRAIN: JSON overrides of
+    # FusionSettings / FidelitySettings / ClassicalConfig / FusionTrainConfig (trials)
     fusion = FusionSettings(**json.loads(os.environ.get("FACEFIX_FUSION", "{}")))
+    fidelity = FidelitySettings(**json.loads(os.environ.get("FACEFIX_FIDELITY", "{}")))
     reports, timings = [], []
     learned_info, learned_timings = {}, []
     start = time.perf_counter()
@@ -151,14 +153,14 @@ def main() -> int:
         sets = eval_training_sets(name, store=store, holdout=args.holdout, seed=args.seed)
         guides = GuideSet.from_crops(sets["crops"][sets["train_idx"]], name)
         classical = ClassicalRestorer(ClassicalConfig(**json.loads(os.environ.get("FACEFIX_CLASSICAL", "{}"))))
-        refs = ReferenceRestorer(classical, guides, fusion, name="classical+refs")
+        refs = ReferenceRestorer(classical, guides, fusion, fidelity=fidelity, name="classical+refs")
         methods, steps = {}, {}
         if args.budget > 0:
             generic, person, steps = trained_models(name, sets, args)
             methods = {"generic": generic, "person": person,
-                       "person+refs": ReferenceRestorer(person, guides, fusion, name="person+refs")}
+                       "person+refs": ReferenceRestorer(person, guides, fusion, fidelity=fidelity, name="person+refs")}
             if args.generic_refs:
-                methods["generic+refs"] = ReferenceRestorer(generic, guides, fusion, name="generic+refs")
+                methods["generic+refs"] = ReferenceRestorer(generic, guides, fusion, fidelity=fidelity, name="generic+refs")
         bases = {"person": methods.get("person"), "classical": classical}
         chosen = ("person", "classical") if args.learned_base == "both" else (args.learned_base,)
         learned_methods = {}
@@ -188,9 +190,9 @@ def main() -> int:
                     kept.write_bytes(weights)
             print(f"{name}: learned fusion on {label} {learned_info[f'{name}/{label}']}")
             learned_methods[f"{label}+learned"] = ReferenceRestorer(bases[label], guides, fusion,
-                                                                    name=f"{label}+learned", fusion=weights)
+                                                                    fidelity=fidelity, name=f"{label}+learned", fusion=weights)
             learned_methods[f"{label}+hybrid"] = ReferenceRestorer(bases[label], guides, fusion,
-                                                                   name=f"{label}+hybrid", fusion=weights,
+                                                                   fidelity=fidelity, name=f"{label}+hybrid", fusion=weights,
                                                                    learned_from=args.learned_from)
         methods.update({"classical": classical, "classical+refs": refs})
         methods.update(learned_methods)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from facefix.faces import estimate_alignment, get_analyzer, warp_face
-from facefix.faces.landmarks import aligned_landmarks68, face_region_mask
+from facefix.faces.landmarks import aligned_landmarks68, face_region_mask, feature_masks
 from facefix.photos import read_photo, samples
 from facefix.quality.degrade import degrade_fixed
 from facefix.quality.metrics import psnr
@@ -26,7 +26,6 @@ from facefix.restorers.reference import (
     FusionSettings,
     ReferenceRestorer,
     estimate_blur,
-    feature_masks,
     fuse,
     gate_features,
 )
@@ -77,8 +76,10 @@ def test_her_references_bring_back_her_detail(astronaut):
     clean, refs = astronaut
     bad = degrade_fixed(clean, sigma=4.0, scale=2.0, noise=0.0, jpeg=None, seed=0)
     restorer = ReferenceRestorer(Identity(), GuideSet.from_crops(refs, "astro"))
-    out, info = restorer.restore_one(bad)  # the base changes nothing: what restore() does, with its decisions
+    # what restore() does (the base changes nothing, so the photo is the base's input), with its decisions
+    out, info = restorer.restore_one(bad, original=bad)
     np.testing.assert_array_equal(restorer.restore(bad[None])[0], out)
+    assert info["photo_features"]
     points = aligned_landmarks68(clean[None])[0]
     assert info["blur"] >= 2.0, info  # the face was found blurred
     assert info["trust"] > 0.3, info  # her own references agree with her face
@@ -215,3 +216,21 @@ def test_two_restore_threads_give_what_one_gives(astronaut):
         together = list(pool.map(lambda f: restorer.restore_one(f)[0], faces * 2))
     for i, out in enumerate(together):
         np.testing.assert_array_equal(out, alone[i % len(faces)])
+
+
+def test_restore_keeps_the_photos_eyes_and_mouth(astronaut):
+    """restore() puts the photo's coarse eye and mouth structure back (facefix.restorers.fidelity):
+    the references' detail stays everywhere else."""
+    from facefix.restorers.fidelity import FidelitySettings, feature_region
+
+    clean, refs = astronaut
+    bad = degrade_fixed(clean, sigma=6.0, scale=4.0, noise=0.0, jpeg=None, seed=0)
+    guides = GuideSet.from_crops(refs[:3], "astro")
+    kept = ReferenceRestorer(Identity(), guides).restore(bad[None])[0]
+    free, free_info = ReferenceRestorer(Identity(), guides, fidelity=FidelitySettings(sigma=0)).restore_one(bad, bad)
+    assert not free_info["photo_features"]
+    np.testing.assert_array_equal(ReferenceRestorer(Identity(), guides).restore_one(bad)[0], free)  # no photo given
+    points = aligned_landmarks68(bad[None])[0]
+    far = feature_region(points, 512, FidelitySettings()) < 1e-4
+    np.testing.assert_allclose(kept[far], free[far], atol=1e-4)
+    assert np.abs(kept[~far] - free[~far]).max() > 2.0 / 255  # the features did change

@@ -110,3 +110,18 @@ def face_region_mask(points: np.ndarray, size: int, *, forehead: float = 0.35, f
     cv2.fillConvexPoly(mask, np.round(hull).astype(np.int32), 1.0, lineType=cv2.LINE_AA)
     sigma = max(0.5, feather * size)
     return cv2.GaussianBlur(mask, (0, 0), sigma)
+
+
+def feature_masks(points: np.ndarray, size: int) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """Soft masks of each eye and of the mouth (each feature's hull, grown by half its width)."""
+
+    def grown(group_points: np.ndarray) -> np.ndarray:
+        mask = np.zeros((size, size), np.float32)
+        centre = group_points.mean(0)
+        width = np.ptp(group_points[:, 0]) + 1e-3
+        pts = group_points + np.sign(group_points - centre) * 0.25 * width
+        cv2.fillConvexPoly(mask, np.round(cv2.convexHull(pts.astype(np.float32))).astype(np.int32), 1.0)
+        return cv2.GaussianBlur(mask, (0, 0), max(0.5, 0.15 * width))
+
+    p = np.asarray(points, np.float32)
+    return (grown(p[LEFT_EYE]), grown(p[RIGHT_EYE])), grown(p[OUTER_LIPS])

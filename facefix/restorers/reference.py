@@ -19,7 +19,10 @@ references can. For each face:
    none past a blur where gaze and teeth cannot be told any more;
 6. colour: the face's own chroma, its edges re-drawn along the new brightness
    (guided filter), plus part of the references' colour detail, so irises and
-   lips keep their colour instead of going grey.
+   lips keep their colour instead of going grey;
+7. keep the photo's own eye and mouth shapes: there the restored face keeps
+   only its finest detail, on the photo's coarser structure
+   (:mod:`facefix.restorers.fidelity`; past a blur of 12 px, the mouth only).
 
 Not learned: nothing is trained, so it works from the first enrolment. Its
 limits (measured in docs/references.md): a reference's glasses, make-up or
@@ -41,20 +44,19 @@ import numpy as np
 
 from facefix.errors import UsageError
 from facefix.faces.landmarks import (
-    LEFT_EYE,
-    OUTER_LIPS,
-    RIGHT_EYE,
     aligned_landmarks68,
     face_region_mask,
+    feature_masks,
 )
 from facefix.quality.degrade import to_luma
 from facefix.restorers.base import Restorer, check_crops
+from facefix.restorers.fidelity import FidelitySettings, keep_photo_features
 from facefix.restorers.guides import GuideSet, landmark_map, rank_guides, warp_guide
 
 log = logging.getLogger(__name__)
 
 #: Changes whenever the fusion's output changes, so folder runs redo their photos.
-FUSION_VERSION = 8
+FUSION_VERSION = 9
 #: Blur widths (Gaussian sigma, 512-px crop) tried when estimating a face's blur.
 BLURS = (1.0, 1.5, 2.0, 3.0, 4.0, 5.5, 7.5, 10.0, 14.0)
 
@@ -207,21 +209,6 @@ def _region_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float
     w = mask / (mask.sum() + 1e-8)
     da, db = a - np.sum(w * a), b - np.sum(w * b)
     return float(np.sum(w * da * db) / np.sqrt(np.sum(w * da * da) * np.sum(w * db * db) + 1e-12))
-
-
-def feature_masks(points: np.ndarray, size: int) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
-    """Soft masks of each eye and of the mouth (each feature's hull, grown by half its width)."""
-
-    def grown(group_points: np.ndarray) -> np.ndarray:
-        mask = np.zeros((size, size), np.float32)
-        centre = group_points.mean(0)
-        width = np.ptp(group_points[:, 0]) + 1e-3
-        pts = group_points + np.sign(group_points - centre) * 0.25 * width
-        cv2.fillConvexPoly(mask, np.round(cv2.convexHull(pts.astype(np.float32))).astype(np.int32), 1.0)
-        return cv2.GaussianBlur(mask, (0, 0), max(0.5, 0.15 * width))
-
-    p = np.asarray(points, np.float32)
-    return (grown(p[LEFT_EYE]), grown(p[RIGHT_EYE])), grown(p[OUTER_LIPS])
 
 
 def gate_features(face: np.ndarray, points: np.ndarray, warped: list[np.ndarray], blur: float,
@@ -383,10 +370,13 @@ class ReferenceRestorer:
     """
 
     def __init__(self, base: Restorer, guides: GuideSet, settings: FusionSettings | None = None,
-                 name: str | None = None, fusion=None, learned_from: float = 0.0):
+                 name: str | None = None, fusion=None, learned_from: float = 0.0,
+                 fidelity: FidelitySettings | None = None):
         self.base = base
         self.guides = guides
         self.settings = settings or FusionSettings()
+        # the photo's own eye and mouth shapes are kept (facefix.restorers.fidelity)
+        self.fidelity = fidelity or FidelitySettings()
         self.name = name or f"{base.name}+refs"
         # the learned fusion (facefix.restorers.fusion_net.FusionNet) replaces the hand-made
         # one for faces at least ``learned_from`` blurred (512-px sigma); a path or the
@@ -410,16 +400,26 @@ class ReferenceRestorer:
 
         Args:
             face: float32 (S, S, 3) the base's output.
-            original: the face before the base (what the photo holds); with a learned
+            original: the face before the base (what the photo holds). Its eyes' and
+                mouth's shapes are kept (:mod:`facefix.restorers.fidelity`); with a learned
                 fusion, its blur decides which fusion serves (a base that invents edges
-                makes its own output look sharper than the photo is).
+                makes its own output look sharper than the photo is). None: neither.
 
         Returns:
-            The face and what was decided (``blur``, ``trust``, ``guides``: the references used).
+            The face and what was decided (``blur``, ``trust``, ``guides``: the references
+            used; ``photo_features``: the features whose shapes are the photo's).
         """
         if self.fusion is not None:
-            return self._restore_learned(face, original)
-        return self._restore_hand_made(face, prepare_guides(face, self.guides, self.settings))
+            out, info, prepared = self._restore_learned(face, original)
+        else:
+            prepared = prepare_guides(face, self.guides, self.settings, original=original)
+            out, info = self._restore_hand_made(face, prepared)
+        blur = max(prepared["blur"], prepared.get("original_blur") or 0.0)
+        info["photo_features"] = list(self.fidelity.parts(blur)) if original is not None else []
+        if info["photo_features"]:
+            out = keep_photo_features(out, original, prepared["points"], self.fidelity,
+                                      tuple(info["photo_features"]))
+        return out, info
 
     def _restore_hand_made(self, face: np.ndarray, prepared: dict) -> tuple[np.ndarray, dict]:
         if prepared["warped"] is None:
@@ -430,7 +430,7 @@ class ReferenceRestorer:
         info["guides"] = prepared["guides"]
         return out, info
 
-    def _restore_learned(self, face: np.ndarray, original: np.ndarray | None) -> tuple[np.ndarray, dict]:
+    def _restore_learned(self, face: np.ndarray, original: np.ndarray | None) -> tuple[np.ndarray, dict, dict]:
         from facefix.restorers.fusion_net import apply_fusion
 
         k = self.fusion.config.guides
@@ -438,15 +438,15 @@ class ReferenceRestorer:
             raise UsageError(f"the learned fusion takes {k} guides and the hand-made one "
                              f"{self.settings.guides}; give FusionSettings(guides={k})")
         prepared = prepare_guides(face, self.guides, self.settings, count=k, blur_none=float("inf"),
-                                  original=original if self.learned_from > 0 else None)
+                                  original=original)
         if max(prepared["blur"], prepared.get("original_blur", 0.0)) < self.learned_from:
             # less blurred than where the learned fusion takes over: the hand-made one,
             # with its own limits
             if prepared["warped"] is not None and prepared["blur"] >= self.settings.blur_none:
                 prepared["warped"] = None
-            return self._restore_hand_made(face, prepared)
+            return (*self._restore_hand_made(face, prepared), prepared)
         if prepared["warped"] is None:  # sharp enough: nothing to add
-            return face, {"blur": prepared["blur"], "trust": 0.0, "guides": [], "learned": True}
+            return face, {"blur": prepared["blur"], "trust": 0.0, "guides": [], "learned": True}, prepared
         warped, gates = prepared["warped"], None
         if self.settings.learned_gates:
             warped, gates = gate_features(face, prepared["points"], warped, prepared["blur"], self.settings)
@@ -454,7 +454,7 @@ class ReferenceRestorer:
         if is_gray(face):
             out = np.repeat(to_luma(out)[..., None], 3, -1)
         return out, {"blur": prepared["blur"], "original_blur": prepared.get("original_blur"),
-                     "trust": float("nan"), "guides": prepared["guides"], "learned": True, "gates": gates}
+                     "trust": float("nan"), "guides": prepared["guides"], "learned": True, "gates": gates}, prepared
 
 
 def is_gray(face: np.ndarray, tol: float = 2.0 / 255.0) -> bool:
