@@ -162,6 +162,10 @@ def test_auto_on_this_cpu_machine_picks_fast_and_says_why(world, home, monkeypat
     # the fast engine, its people's faces guided by their references
     assert isinstance(provider, GuidedRestorers) and isinstance(provider.inner, FastRestorers)
     assert provider.engine == "fast"
+    # the photo's own eyes and mouth are kept unless asked otherwise
+    assert provider.fidelity.sigma > 0
+    assert make_provider("fast", store=ProfileStore(), generic=GenericStore(),
+                         keep_expression=False).fidelity.sigma == 0
     assert "no CUDA GPU" in caplog.text and "astro" in caplog.text, "astro's adapters go unused: say so"
     # With a GPU, auto is diffusion exactly when the weights are on disk.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

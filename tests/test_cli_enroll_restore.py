@@ -99,6 +99,14 @@ def test_restore_person_writes_a_new_photo_and_keeps_the_original(world):
     assert json.loads(plain.stdout.splitlines()[0])["restorer"] == "fast/astro"
     alone = read_photo(out / "plain" / "old_restored.png").rgb_float()
     assert np.abs(alone[y0:y1, x0:x1] - dst[y0:y1, x0:x1]).mean() > 1e-3
+    # --free-expression: the restorer draws her eyes and mouth too (the default kept the photo's);
+    # a setting that changes the output, so the earlier output is not reused
+    free = facefix("restore", old, "--person", "astro", "--output", out, "--ext", "png", "--free-expression",
+                   home=world["home"])
+    assert free.returncode == 0, free.stderr
+    drawn = read_photo(out / "old_restored.png").rgb_float()
+    assert np.abs(drawn[y0:y1, x0:x1] - dst[y0:y1, x0:x1]).max() > 2 / 255
+    assert np.array_equal(drawn[-100:], src[-100:])
 
 
 def test_restore_auto_matches_the_enrolled_person_and_strength_zero_keeps_the_photo(world):

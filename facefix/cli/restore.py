@@ -60,6 +60,11 @@ def restore_command(
         "--references/--no-references",
         help="Fast engine: give an enrolled person's faces detail from their own references "
              "(warped onto the face, used only where they agree with it).")] = True,
+    keep_expression: Annotated[bool, typer.Option(
+        "--keep-expression/--free-expression",
+        help="With references: the eyes' and mouth's shapes stay the photo's, only finer detail "
+             "(lashes, lip lines) is restored there. --free-expression lets the restorer draw them: "
+             "sharper, but a smile, teeth or gaze may not be the photo's.")] = True,
     engine: Annotated[Engine, typer.Option(
         help="Restorer: auto (diffusion on a CUDA GPU with its weights on disk, else fast), fast or diffusion.")] = "auto",
     model_set: Annotated[str | None, typer.Option(
@@ -111,7 +116,7 @@ def restore_command(
         options=RestoreOptions(person=person, faces=faces, min_face=min_face, upscale=upscale,
                                strength=strength, aligned=aligned, grain=grain),
         engine=engine, model_set=model_set, steps=steps, seed=seed, low_vram=low_vram, tta=tta,
-        references=references, restorer=restorer, backend=backend,
+        references=references, keep_expression=keep_expression, restorer=restorer, backend=backend,
         devices=tuple(_parse_devices(devices)) if devices else (device,),
         compare=compare, save_faces=save_faces, copy_unchanged=copy_unchanged, force=force, report=report)
     with RestoreSession.open(request, dry_run=dry_run) as session:

@@ -114,6 +114,7 @@ def make_provider(
     seed: int | None = None,
     low_vram: bool = False,
     references: bool = True,
+    keep_expression: bool = True,
 ):
     """The restorer provider for ``--engine auto|fast|diffusion``.
 
@@ -131,6 +132,8 @@ def make_provider(
         references: with the fast engine, restore an enrolled person's faces with
             their references too (:class:`facefix.restorers.reference.GuidedRestorers`):
             their detail is warped onto the face and fused where it agrees.
+        keep_expression: with ``references``, keep the photo's own eye and mouth shapes
+            (:mod:`facefix.restorers.fidelity`); False lets the restorer draw them.
 
     Returns:
         A :class:`FastRestorers` (wrapped in ``GuidedRestorers`` with ``references``) or
@@ -147,9 +150,12 @@ def make_provider(
     if concrete == "fast":
         if references:
             from facefix.profiles.kinds import FUSION_KIND
+            from facefix.restorers.fidelity import FidelitySettings
             from facefix.restorers.reference import LEARNED_FROM, GuidedRestorers
 
-            return GuidedRestorers(fast, store, fusion_kind=FUSION_KIND, learned_from=LEARNED_FROM)
+            fidelity = FidelitySettings() if keep_expression else FidelitySettings(sigma=0)
+            return GuidedRestorers(fast, store, fusion_kind=FUSION_KIND, learned_from=LEARNED_FROM,
+                                   fidelity=fidelity)
         return fast
     from facefix.restorers.diffusion import SamplerSettings
 

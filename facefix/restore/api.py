@@ -51,6 +51,8 @@ class RestoreRequest:
         model_set, steps, seed, low_vram: the diffusion engine's settings.
         tta: average each face with its mirror image.
         references: fast engine: an enrolled person's faces also get detail from their references.
+        keep_expression: with ``references``, their eyes and mouth keep the photo's shapes
+            (only finer detail from the restorer there); False: the restorer draws them.
         restorer: an adapted restorer (``facefix adapt``) to use for its faces.
         backend: face detector backend (``auto``, ``dlib``, ``insightface``).
         devices: one restore worker per device (``("auto",)``: CUDA when present).
@@ -75,6 +77,7 @@ class RestoreRequest:
     low_vram: bool = False
     tta: bool = False
     references: bool = True
+    keep_expression: bool = True
     restorer: str | None = None
     backend: str = "auto"
     devices: tuple[str, ...] = ("auto",)
@@ -181,7 +184,8 @@ def output_settings(request: RestoreRequest, engine: str, backend: str, store: P
             "engine": engine, "model_set": request.model_set, "steps": request.steps, "seed": request.seed,
             "tta": request.tta, "compare": request.compare, "save_faces": request.save_faces, "backend": backend,
             "models": models,
-            "references": FUSION_VERSION if request.references and engine == "fast" else None}
+            "references": FUSION_VERSION if request.references and engine == "fast" else None,
+            "keep_expression": request.keep_expression if request.references and engine == "fast" else None}
 
 
 class RestoreSession:
@@ -358,7 +362,8 @@ def load_runner(request: RestoreRequest, engine: str, settings: str, *, state: R
     gallery = Gallery.from_store(store, analyzer)
     providers = [make_provider(engine, store=store, generic=generic, device=d, tta=request.tta,
                                model_set=request.model_set, steps=request.steps, seed=request.seed,
-                               low_vram=request.low_vram, references=request.references)
+                               low_vram=request.low_vram, references=request.references,
+                               keep_expression=request.keep_expression)
                  for d in request.devices]
     if request.restorer is not None:
         # An album's adapted fast restorer serves its faces (all of them, or

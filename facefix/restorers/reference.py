@@ -550,15 +550,18 @@ class GuidedRestorers:
             ``None`` (the default): the hand-made fusion for everyone.
         learned_from: the learned fusion is used for faces at least this blurred (512-px
             sigma), the hand-made one below (0: the learned one for all).
+        fidelity: how the photo's own eye and mouth shapes are kept (:mod:`facefix.restorers.fidelity`;
+            ``FidelitySettings(sigma=0)``: not at all).
     """
 
     def __init__(self, inner, store, settings: FusionSettings | None = None, *, fusion_kind: str | None = None,
-                 learned_from: float = 0.0):
+                 learned_from: float = 0.0, fidelity: FidelitySettings | None = None):
         self.inner = inner
         self.store = store
         self.settings = settings or FusionSettings()
         self.fusion_kind = fusion_kind
         self.learned_from = learned_from
+        self.fidelity = fidelity or FidelitySettings()
         self.engine = inner.engine
         self._cache: dict[str, Restorer] = {}
 
@@ -580,5 +583,6 @@ class GuidedRestorers:
                     fusion = load_fusion(*self.store.load_artifact(person, self.fusion_kind))
                 self._cache[person] = ReferenceRestorer(base, guides, self.settings,
                                                         name=f"{base.name}+{'learned' if fusion else 'refs'}",
-                                                        fusion=fusion, learned_from=self.learned_from)
+                                                        fusion=fusion, learned_from=self.learned_from,
+                                                        fidelity=self.fidelity)
         return self._cache[person]
