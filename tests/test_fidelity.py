@@ -14,7 +14,7 @@ import pytest
 from facefix.faces import estimate_alignment, get_analyzer, warp_face
 from facefix.faces.landmarks import aligned_landmarks68, feature_masks
 from facefix.photos import read_photo, samples
-from facefix.quality.degrade import degrade_fixed
+from facefix.quality.degrade import degrade_fixed, to_luma
 from facefix.quality.metrics import expression_errors
 from facefix.restorers.fidelity import FidelitySettings, feature_region, keep_photo_features
 
@@ -38,7 +38,7 @@ def _pasted_mouth(clean: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def _fine(img: np.ndarray) -> np.ndarray:
-    y = img @ np.array([0.299, 0.587, 0.114], np.float32)
+    y = to_luma(img)
     return y - cv2.GaussianBlur(y, (0, 0), 1.5)
 
 
