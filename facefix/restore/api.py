@@ -166,6 +166,7 @@ def output_settings(request: RestoreRequest, engine: str, backend: str, store: P
     """
     from facefix.restorers.reference import FUSION_VERSION
 
+    guided = request.references and engine == "fast"  # the references (and their settings) in play
     models = {}
     for name in store.names():
         try:
@@ -184,8 +185,8 @@ def output_settings(request: RestoreRequest, engine: str, backend: str, store: P
             "engine": engine, "model_set": request.model_set, "steps": request.steps, "seed": request.seed,
             "tta": request.tta, "compare": request.compare, "save_faces": request.save_faces, "backend": backend,
             "models": models,
-            "references": FUSION_VERSION if request.references and engine == "fast" else None,
-            "keep_expression": request.keep_expression if request.references and engine == "fast" else None}
+            "references": FUSION_VERSION if guided else None,
+            "keep_expression": request.keep_expression if guided else None}
 
 
 class RestoreSession:

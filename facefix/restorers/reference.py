@@ -414,8 +414,7 @@ class ReferenceRestorer:
         else:
             prepared = prepare_guides(face, self.guides, self.settings, original=original)
             out, info = self._restore_hand_made(face, prepared)
-        blur = max(prepared["blur"], prepared.get("original_blur") or 0.0)
-        info["photo_features"] = list(self.fidelity.parts(blur)) if original is not None else []
+        info["photo_features"] = list(self.fidelity.parts(_photo_blur(prepared))) if original is not None else []
         if info["photo_features"]:
             out = keep_photo_features(out, original, prepared["points"], self.fidelity,
                                       tuple(info["photo_features"]))
@@ -439,7 +438,7 @@ class ReferenceRestorer:
                              f"{self.settings.guides}; give FusionSettings(guides={k})")
         prepared = prepare_guides(face, self.guides, self.settings, count=k, blur_none=float("inf"),
                                   original=original)
-        if max(prepared["blur"], prepared.get("original_blur", 0.0)) < self.learned_from:
+        if _photo_blur(prepared) < self.learned_from:
             # less blurred than where the learned fusion takes over: the hand-made one,
             # with its own limits
             if prepared["warped"] is not None and prepared["blur"] >= self.settings.blur_none:
@@ -455,6 +454,12 @@ class ReferenceRestorer:
             out = np.repeat(to_luma(out)[..., None], 3, -1)
         return out, {"blur": prepared["blur"], "original_blur": prepared.get("original_blur"),
                      "trust": float("nan"), "guides": prepared["guides"], "learned": True, "gates": gates}, prepared
+
+
+def _photo_blur(prepared: dict) -> float:
+    """How blurred the face is: the pre-cleaned face's blur, or the photo's where that is
+    known and blurrier (a base that invents edges makes its output look sharper)."""
+    return max(prepared["blur"], prepared.get("original_blur", 0.0))
 
 
 def is_gray(face: np.ndarray, tol: float = 2.0 / 255.0) -> bool:
