@@ -264,6 +264,33 @@ def test_bad_input_is_one_line_with_the_fix(tmp_path, capsys):
     assert f"{bad}:1: not a facefix report line" in capsys.readouterr().err
 
 
+def test_a_rerun_that_only_skips_adds_nothing_to_the_manifest_and_a_forced_one_does(run, tmp_path):
+    """The manifest holds what runs changed: reruns that skip every photo (and meet the same
+    non-photo files) leave it as it was, so it does not grow with every run of a library."""
+    out = tmp_path / "out"
+    args = ["restore", str(run / "album"), "-r", "-o", str(out), "--backend", "dlib", "-q"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FACEFIX_HOME", str(tmp_path / "home"))
+        assert main(args) == 1  # broken.jpg fails
+        first = (out / MANIFEST_NAME).read_bytes()
+        photo_lines = [json.loads(line) for line in first.decode().splitlines() if '"record": "photo"' in line]
+        assert main(args) == 1
+        after_rerun = (out / MANIFEST_NAME).read_bytes()
+        assert main([*args, "--force"]) == 1
+        after_force = (out / MANIFEST_NAME).read_bytes()
+    rerun = [json.loads(line) for line in after_rerun[len(first):].decode().splitlines()]
+    # only the failure is said again (it is this run's outcome, and may say something new)
+    assert after_rerun.startswith(first)
+    assert [(r["record"], r["status"]) for r in rerun] == [("photo", "failed")]
+    assert sorted(r["status"] for r in photo_lines) == ["failed", "no face", "not read", "restored", "restored"]
+    forced = [json.loads(line) for line in after_force[len(after_rerun):].decode().splitlines()]
+    assert sorted(r["status"] for r in forced if r["record"] == "photo") == ["failed", "no face", "restored",
+                                                                              "restored"]
+    assert sum(r["record"] == "face" for r in forced) == 7  # the forced run's faces, recorded again
+    faces = {p.source.name: None if p.faces is None else len(p.faces) for p in gather(out).photos}
+    assert faces == {f"{ODD}.png": 1, "t1.jpg": 6, "coffee.png": 0, "broken.jpg": None, HTML_NAME: None}
+
+
 def test_every_run_into_out_appends_the_review_manifest(run, tmp_path):
     """No --report: 'facefix review OUT' still has the faces, failures and skipped files, after a rerun too."""
     out = tmp_path / "out"

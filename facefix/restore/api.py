@@ -28,7 +28,7 @@ from facefix.profiles.adapted import AdaptedStore
 from facefix.restore.pipeline import RestoreOptions
 from facefix.restore.plan import Job, NotRead, plan_inputs
 from facefix.restore.record import Decision, RunState, settings_key, sweep_partials
-from facefix.restore.report import REVIEW_MANIFEST, ReportWriter
+from facefix.restore.report import REVIEW_MANIFEST, ManifestWriter, ReportWriter
 from facefix.restore.runner import BatchRunner, Outcome, restored_faces
 
 #: The outcome counts a run reports (``skipped``: done by an earlier run with the same settings;
@@ -328,7 +328,7 @@ class RestoreSession:
             sinks.append(ReportWriter(request.report))
         # The review page's record of every run into this folder (``facefix review OUT``).
         if request.output is not None:
-            sinks.append(ReportWriter(request.output / REVIEW_MANIFEST, append=True, what="the review record"))
+            sinks.append(ManifestWriter(request.output / REVIEW_MANIFEST))
         start = time.perf_counter()
         for item in self.not_read:  # reported first: they are known before any photo is read
             heard(Outcome(Job(item.path, item.path), "not read", why=item.why))

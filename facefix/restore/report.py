@@ -95,6 +95,10 @@ def outcome_records(outcome: Outcome) -> list[dict]:
 #: has the faces, failures and skipped files even when no ``--report`` was asked for.
 REVIEW_MANIFEST = ".facefix-review.jsonl"
 
+#: A skipped photo whose last manifest record has one of these statuses adds nothing (the
+#: review keeps that record, with its faces).
+_DONE = ("restored", "no face")
+
 
 class ReportWriter:
     """Append outcomes to a JSON Lines file (thread-safe; one write per photo).
@@ -125,3 +129,64 @@ class ReportWriter:
     def close(self) -> None:
         with self._lock:
             self._fh.close()
+
+
+def _source_key(record: dict) -> str | None:
+    """A record's source as the file writes it (the exact bytes where the name is not UTF-8)."""
+    return record.get("file_bytes") or record.get("file")
+
+
+def latest_photo_records(path: Path) -> dict[str, tuple[str, str | None]]:
+    """Per source, the (status, why) of its last photo record in a JSON Lines report or manifest.
+
+    Lines that are not records (a run killed mid-write) are passed over, as
+    :func:`facefix.review.data.read_records` passes them over; a missing file is empty.
+    """
+    latest: dict[str, tuple[str, str | None]] = {}
+    try:
+        fh = open(path, encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return latest
+    except OSError as exc:
+        raise UsageError(f"the review record {path}: cannot be read ({exc.strerror or exc}); "
+                         "check the file or remove it (facefix review then uses the run record)") from exc
+    with fh:
+        for line in fh:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and rec.get("record") == "photo" and _source_key(rec) is not None:
+                latest[_source_key(rec)] = (str(rec.get("status")), rec.get("why"))
+    return latest
+
+
+class ManifestWriter(ReportWriter):
+    """The review manifest's writer: appends what a run changed, not what it only repeats.
+
+    Every run into a folder appends to one manifest; a rerun that skips ten thousand
+    photos done before, or meets the same non-photo files again, would add ten thousand
+    lines that say nothing new (the review keeps the earlier records anyway). Those are
+    not written: a photo skipped as done whose last record is restored or no face, and
+    any outcome that repeats the source's last record's status and reason (a file not
+    read for the same reason, a photo skipped again). Everything else is appended as
+    :class:`ReportWriter` does.
+    """
+
+    def __init__(self, path: Path):
+        self._latest = latest_photo_records(Path(path))
+        super().__init__(path, append=True, what="the review record")
+
+    def write(self, outcome: Outcome) -> None:
+        if outcome.status == "cancelled":
+            return
+        records = outcome_records(outcome)
+        key, said = _source_key(records[0]), (outcome.status, records[0]["why"])
+        with self._lock:
+            last = self._latest.get(key)
+            repeat = outcome.status in ("skipped", "not read") and last is not None and (
+                last == said or (outcome.status == "skipped" and last[0] in _DONE))
+            if not repeat:
+                self._fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+                self._fh.flush()
+                self._latest[key] = said
