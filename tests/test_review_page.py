@@ -291,6 +291,23 @@ def test_a_rerun_that_only_skips_adds_nothing_to_the_manifest_and_a_forced_one_d
     assert faces == {f"{ODD}.png": 1, "t1.jpg": 6, "coffee.png": 0, "broken.jpg": None, HTML_NAME: None}
 
 
+def test_a_run_after_a_killed_one_does_not_lose_its_first_record(tmp_path):
+    """A killed run's cut line is ended before the next run appends: only the cut line is damaged."""
+    from facefix.restore.report import ManifestWriter, latest_photo_records
+    from facefix.restore.runner import Job, Outcome
+
+    manifest = tmp_path / MANIFEST_NAME
+    whole = json.dumps({"record": "photo", "file": "/a.jpg", "output": None, "status": "failed", "why": "new",
+                        "faces": 0, "seconds": 0.1, "error": "boom"})
+    manifest.write_text(whole + "\n" + whole[:30], encoding="utf-8")  # killed mid-line
+    writer = ManifestWriter(manifest)
+    writer.write(Outcome(Job(tmp_path / "b.jpg", tmp_path / "out" / "b.jpg"), "failed", "new", error="bad"))
+    writer.close()
+    lines = manifest.read_text(encoding="utf-8").splitlines()
+    assert lines[1] == whole[:30] and json.loads(lines[2])["file"] == str(tmp_path / "b.jpg")
+    assert set(latest_photo_records(manifest)) == {"/a.jpg", str(tmp_path / "b.jpg")}
+
+
 def test_every_run_into_out_appends_the_review_manifest(run, tmp_path):
     """No --report: 'facefix review OUT' still has the faces, failures and skipped files, after a rerun too."""
     out = tmp_path / "out"

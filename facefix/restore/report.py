@@ -176,6 +176,14 @@ class ManifestWriter(ReportWriter):
     def __init__(self, path: Path):
         self._latest = latest_photo_records(Path(path))
         super().__init__(path, append=True, what="the review record")
+        # a run killed mid-line left a line with no end: end it, so that this run's
+        # first record is not glued to it (and lost with it)
+        if self._fh.tell() > 0:
+            with open(self.path, "rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    self._fh.write("\n")
+                    self._fh.flush()
 
     def write(self, outcome: Outcome) -> None:
         if outcome.status == "cancelled":
