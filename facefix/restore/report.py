@@ -131,6 +131,36 @@ class ReportWriter:
             self._fh.close()
 
 
+def _source_key(record: dict) -> str | None:
+    """A record's source as the file writes it (the exact bytes where the name is not UTF-8)."""
+    return record.get("file_bytes") or record.get("file")
+
+
+def latest_photo_records(path: Path) -> dict[str, tuple[str, str | None]]:
+    """Per source, the (status, why) of its last photo record in a JSON Lines report or manifest.
+
+    Lines that are not records (a run killed mid-write) are passed over, as
+    :func:`facefix.review.data.read_records` passes them over; a missing file is empty.
+    """
+    latest: dict[str, tuple[str, str | None]] = {}
+    try:
+        fh = open(path, encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return latest
+    except OSError as exc:
+        raise UsageError(f"the review record {path}: cannot be read ({exc.strerror or exc}); "
+                         "check the file or remove it (facefix review then uses the run record)") from exc
+    with fh:
+        for line in fh:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and rec.get("record") == "photo" and _source_key(rec) is not None:
+                latest[_source_key(rec)] = (str(rec.get("status")), rec.get("why"))
+    return latest
+
+
 class ManifestWriter(ReportWriter):
     """The review manifest's writer: appends what a run changed, not what it only repeats.
 
@@ -144,12 +174,7 @@ class ManifestWriter(ReportWriter):
     """
 
     def __init__(self, path: Path):
-        from facefix.review.data import read_records  # the review's own reading (it imports this module)
-
-        path = Path(path)
-        # per source, what the review would show of it now: (status, why)
-        self._latest = {str(p.source): (p.status, p.why) for p in read_records(path, "the review record", damaged=[])
-                        } if path.is_file() else {}
+        self._latest = latest_photo_records(Path(path))
         super().__init__(path, append=True, what="the review record")
         # a run killed mid-line left a line with no end: end it, so that this run's
         # first record is not glued to it (and lost with it)
@@ -164,7 +189,7 @@ class ManifestWriter(ReportWriter):
         if outcome.status == "cancelled":
             return
         records = outcome_records(outcome)
-        key, said = str(outcome.job.source), (outcome.status, records[0]["why"])
+        key, said = _source_key(records[0]), (outcome.status, records[0]["why"])
         with self._lock:
             last = self._latest.get(key)
             repeat = outcome.status in ("skipped", "not read") and last is not None and (
